@@ -1,0 +1,1 @@
+"""Heartleaf's double-entry core: communities, currencies, accounts, transactions, balances."""

@@ -1,0 +1,119 @@
+"""Engines and the one unit of work.
+
+``DATABASE_URL`` picks the engine. The default is a SQLite file under ``HEARTLEAF_DATA_DIR``
+(``./data`` unless set), so a new user finds their ledger next to where they started it.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (an acknowledged commit is on disk) and
+takes the write lock up front with ``BEGIN IMMEDIATE`` for writing units of work, so two
+writers never both read a balance and then collide on the upgrade to a write lock.
+PostgreSQL runs READ COMMITTED; writers lock the accounts they touch in ascending id
+order (``repository.lock_accounts``), which is what prevents double spends and deadlocks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+RETRY_ATTEMPTS = 8
+
+
+def data_directory() -> Path:
+    return Path(os.environ.get("HEARTLEAF_DATA_DIR", "data")).resolve()
+
+
+def default_url() -> str:
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{data_directory() / 'heartleaf.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept the plain ``postgresql://`` form and use the psycopg 3 driver for it."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str | None = None, **engine_options: Any) -> Engine:
+    url = normalize_url(url or default_url())
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, **engine_options)
+    engine_options.setdefault("pool_size", 10)
+    engine_options.setdefault("max_overflow", 20)
+    engine_options.setdefault("pool_pre_ping", True)
+    return create_engine(url, **engine_options)
+
+
+def _sqlite_engine(url: str, **engine_options: Any) -> Engine:
+    database = url.split("///", 1)[1] if "///" in url else ""
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **engine_options
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        writing = connection.get_execution_options().get("heartleaf_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+    return engine
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def unit_of_work(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One database transaction: commits when the block ends, rolls back if it raises."""
+    with engine.connect() as connection:
+        connection.execution_options(heartleaf_write=write)
+        with connection.begin():
+            yield connection
+
+
+def _is_retryable(error: DBAPIError) -> bool:
+    # 40001 serialization_failure and 40P01 deadlock_detected: PostgreSQL (and
+    # CockroachDB, which reports every conflict as 40001) aborted our transaction to keep
+    # the history serial; running it again from the start is the documented remedy.
+    # SQLite's "database is locked" after the busy timeout is the same kind of contention.
+    code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    if code in ("40001", "40P01"):
+        return True
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+
+
+def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, write: bool) -> T:
+    """The one retry loop: run ``work`` in a unit of work, again on a serialization failure."""
+    for attempt in range(RETRY_ATTEMPTS):
+        try:
+            with unit_of_work(engine, write=write) as connection:
+                return work(connection)
+        except DBAPIError as error:
+            if attempt == RETRY_ATTEMPTS - 1 or not _is_retryable(error):
+                raise
+            time.sleep(random.uniform(0, 0.002 * 2**attempt))
+    raise AssertionError("unreachable: the loop either returns or raises")

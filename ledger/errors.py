@@ -1,0 +1,158 @@
+"""The one error catalogue.
+
+Every rule Heartleaf enforces has one stable code here, named after the rule that broke.
+Codes are listed in the order the validators check them and are never renamed once
+published: clients branch on them. Each carries a sentence a treasurer understands, the
+HTTP status the API answers with, and whether retrying the same request can succeed.
+``api/`` turns a ``LedgerError`` into an RFC 9457 problem; nothing else invents error shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Code(StrEnum):
+    # Request shape (checked before anything is read).
+    INVALID_REQUEST = "invalid_request"
+    POSTINGS_EMPTY = "postings_empty"
+    POSTINGS_TOO_MANY = "postings_too_many"
+    BATCH_TOO_LARGE = "batch_too_large"
+    AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+    SAME_ACCOUNT = "same_account"
+    TIMEOUT_OUT_OF_RANGE = "timeout_out_of_range"
+    # Reference data.
+    COMMUNITY_NOT_FOUND = "community_not_found"
+    COMMUNITY_EXISTS = "community_exists"
+    COMMUNITY_SUSPENDED = "community_suspended"
+    CURRENCY_NOT_FOUND = "currency_not_found"
+    CURRENCY_EXISTS = "currency_exists"
+    SCALE_OUT_OF_RANGE = "scale_out_of_range"
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    ACCOUNT_NAME_TAKEN = "account_name_taken"
+    LIMITS_INVALID = "limits_invalid"
+    LIMIT_BELOW_BALANCE = "limit_below_balance"
+    VERSION_MISMATCH = "version_mismatch"
+    ACCOUNT_NOT_EMPTY = "account_not_empty"
+    STATUS_CHANGE_INVALID = "status_change_invalid"
+    # Transactions, in the order post_transactions checks them.
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    ACCOUNT_CLOSED = "account_closed"
+    ACCOUNT_FROZEN = "account_frozen"
+    BALANCE_OUT_OF_RANGE = "balance_out_of_range"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CEILING_EXCEEDED = "ceiling_exceeded"
+    BATCH_ITEM_FAILED = "batch_item_failed"
+    # Two-phase and corrections.
+    TRANSACTION_NOT_FOUND = "transaction_not_found"
+    PENDING_EXPIRED = "pending_expired"
+    PENDING_ALREADY_POSTED = "pending_already_posted"
+    PENDING_ALREADY_VOIDED = "pending_already_voided"
+    NOT_PENDING = "not_pending"
+    POST_AMOUNT_EXCEEDS_PENDING = "post_amount_exceeds_pending"
+    NOT_REVERSIBLE = "not_reversible"
+    ALREADY_REVERSED = "already_reversed"
+    # Reading.
+    CURSOR_INVALID = "cursor_invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    sentence: str
+    http_status: int
+    retryable: bool
+
+
+CATALOGUE: dict[Code, Rule] = {
+    Code.INVALID_REQUEST: Rule("The request is not well formed.", 422, False),
+    Code.POSTINGS_EMPTY: Rule("A transaction needs at least one posting.", 422, False),
+    Code.POSTINGS_TOO_MANY: Rule("A transaction has more postings than allowed.", 422, False),
+    Code.BATCH_TOO_LARGE: Rule("A batch holds at most 8,190 transactions.", 422, False),
+    Code.AMOUNT_OUT_OF_RANGE: Rule(
+        "Amounts are whole minor units from 1 to 9,007,199,254,740,991.", 422, False
+    ),
+    Code.SAME_ACCOUNT: Rule("A posting cannot pay an account into itself.", 422, False),
+    Code.TIMEOUT_OUT_OF_RANGE: Rule(
+        "A hold must expire between 1 second and 90 days from now.", 422, False
+    ),
+    Code.COMMUNITY_NOT_FOUND: Rule("There is no such community.", 404, False),
+    Code.COMMUNITY_EXISTS: Rule("A community with this slug already exists.", 409, False),
+    Code.COMMUNITY_SUSPENDED: Rule(
+        "This community is suspended and cannot open accounts.", 409, False
+    ),
+    Code.CURRENCY_NOT_FOUND: Rule("There is no such currency.", 404, False),
+    Code.CURRENCY_EXISTS: Rule("A currency with this code already exists.", 409, False),
+    Code.SCALE_OUT_OF_RANGE: Rule("A currency has between 0 and 8 decimal places.", 422, False),
+    Code.ACCOUNT_NOT_FOUND: Rule("There is no such account.", 404, False),
+    Code.ACCOUNT_NAME_TAKEN: Rule(
+        "This community already has an account of that name in that currency.", 409, False
+    ),
+    Code.LIMITS_INVALID: Rule(
+        "The floor must not be above the ceiling, and a ceiling cannot be negative.", 422, False
+    ),
+    Code.LIMIT_BELOW_BALANCE: Rule(
+        "The account's current balance already lies outside the new limits.", 409, False
+    ),
+    Code.VERSION_MISMATCH: Rule(
+        "The account changed since you read it; read it again and retry.", 412, True
+    ),
+    Code.ACCOUNT_NOT_EMPTY: Rule(
+        "Only an account at zero with nothing pending can be closed.", 409, False
+    ),
+    Code.STATUS_CHANGE_INVALID: Rule("A closed account cannot be reopened.", 409, False),
+    Code.IDEMPOTENCY_CONFLICT: Rule(
+        "This id was already used for a different request.", 409, False
+    ),
+    Code.CURRENCY_MISMATCH: Rule(
+        "The posting's currency is not the currency both accounts hold.", 422, False
+    ),
+    Code.ACCOUNT_CLOSED: Rule("The account is closed.", 409, False),
+    Code.ACCOUNT_FROZEN: Rule("The account is frozen: nothing moves in or out.", 409, False),
+    Code.BALANCE_OUT_OF_RANGE: Rule(
+        "The account's balance would leave the range a ledger can hold.", 422, False
+    ),
+    Code.INSUFFICIENT_FUNDS: Rule(
+        "The account does not have enough available funds for this payment.", 409, True
+    ),
+    Code.CEILING_EXCEEDED: Rule(
+        "The payment would take the account above its ceiling.", 409, True
+    ),
+    Code.BATCH_ITEM_FAILED: Rule(
+        "The batch was atomic and another transaction in it was rejected.", 409, False
+    ),
+    Code.TRANSACTION_NOT_FOUND: Rule("There is no such transaction.", 404, False),
+    Code.PENDING_EXPIRED: Rule("The hold expired before it was posted.", 409, False),
+    Code.PENDING_ALREADY_POSTED: Rule("The hold was already posted.", 409, False),
+    Code.PENDING_ALREADY_VOIDED: Rule("The hold was already voided.", 409, False),
+    Code.NOT_PENDING: Rule("Only a pending transaction can be posted or voided.", 409, False),
+    Code.POST_AMOUNT_EXCEEDS_PENDING: Rule(
+        "A hold can be posted for at most the amount it holds.", 422, False
+    ),
+    Code.NOT_REVERSIBLE: Rule("Only a posted transaction can be reversed.", 409, False),
+    Code.ALREADY_REVERSED: Rule("The transaction was already reversed.", 409, False),
+    Code.CURSOR_INVALID: Rule("The page cursor is not one Heartleaf issued.", 422, False),
+}
+
+
+class LedgerError(Exception):
+    """A rule refused an operation. Carries the code, a sentence and where it applies."""
+
+    def __init__(
+        self,
+        code: Code,
+        detail: str | None = None,
+        *,
+        account_id: int | None = None,
+        field: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.code = code
+        self.rule = CATALOGUE[code]
+        self.detail = detail or self.rule.sentence
+        self.account_id = account_id
+        self.field = field
+        self.extra = extra or {}
+        super().__init__(f"{code}: {self.detail}")
