@@ -117,9 +117,7 @@ CATALOGUE: dict[Code, Rule] = {
     Code.INSUFFICIENT_FUNDS: Rule(
         "The account does not have enough available funds for this payment.", 409, True
     ),
-    Code.CEILING_EXCEEDED: Rule(
-        "The payment would take the account above its ceiling.", 409, True
-    ),
+    Code.CEILING_EXCEEDED: Rule("The payment would take the account above its ceiling.", 409, True),
     Code.BATCH_ITEM_FAILED: Rule(
         "The batch was atomic and another transaction in it was rejected.", 409, False
     ),

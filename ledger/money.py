@@ -24,9 +24,7 @@ _DECIMAL_TEXT = re.compile(r"^(?P<sign>-?)(?P<whole>\d+)(?:\.(?P<fraction>\d+))?
 def is_amount(value: object) -> bool:
     """True for an int (not a bool) within the posting range 1 .. 2^53 - 1."""
     return (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and AMOUNT_MIN <= value <= AMOUNT_MAX
+        isinstance(value, int) and not isinstance(value, bool) and AMOUNT_MIN <= value <= AMOUNT_MAX
     )
 
 
@@ -44,7 +42,7 @@ def parse(text: str, scale: int) -> int:
     fraction = match["fraction"] or ""
     if len(fraction) > scale:
         raise ValueError(f"{text!r} has more than {scale} decimal places")
-    minor = int(match["whole"]) * 10**scale + int(fraction.ljust(scale, "0") or "0")
+    minor: int = int(match["whole"]) * 10**scale + int(fraction.ljust(scale, "0") or "0")
     return -minor if match["sign"] else minor
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     RowMapping,
+    Table,
     and_,
     bindparam,
     delete,
@@ -35,15 +36,15 @@ from ledger.tables import (
     TransactionRow,
 )
 
-accounts = AccountRow.__table__
-communities = CommunityRow.__table__
-currencies = CurrencyRow.__table__
-transactions = TransactionRow.__table__
-postings = PostingRow.__table__
-entries = EntryRow.__table__
-holds = HoldRow.__table__
-events = EventRow.__table__
-counters = CounterRow.__table__
+accounts = cast(Table, AccountRow.__table__)
+communities = cast(Table, CommunityRow.__table__)
+currencies = cast(Table, CurrencyRow.__table__)
+transactions = cast(Table, TransactionRow.__table__)
+postings = cast(Table, PostingRow.__table__)
+entries = cast(Table, EntryRow.__table__)
+holds = cast(Table, HoldRow.__table__)
+events = cast(Table, EventRow.__table__)
+counters = cast(Table, CounterRow.__table__)
 
 EVENT_COUNTER = "events"
 
@@ -51,15 +52,23 @@ EVENT_COUNTER = "events"
 
 
 def insert_community(connection: Connection, values: dict[str, Any]) -> int:
-    return int(connection.execute(insert(communities).returning(communities.c.id), values).scalar_one())
+    return int(
+        connection.execute(insert(communities).returning(communities.c.id), values).scalar_one()
+    )
 
 
 def community_by_slug(connection: Connection, slug: str) -> RowMapping | None:
-    return connection.execute(select(communities).where(communities.c.slug == slug)).mappings().first()
+    return (
+        connection.execute(select(communities).where(communities.c.slug == slug)).mappings().first()
+    )
 
 
 def community_by_id(connection: Connection, community_id: int) -> RowMapping | None:
-    return connection.execute(select(communities).where(communities.c.id == community_id)).mappings().first()
+    return (
+        connection.execute(select(communities).where(communities.c.id == community_id))
+        .mappings()
+        .first()
+    )
 
 
 def list_communities(connection: Connection) -> Sequence[RowMapping]:
@@ -76,7 +85,9 @@ _CURRENCY_WITH_ISSUER = select(currencies, communities.c.slug.label("issuer_slug
 
 
 def insert_currency(connection: Connection, values: dict[str, Any]) -> int:
-    return int(connection.execute(insert(currencies).returning(currencies.c.id), values).scalar_one())
+    return int(
+        connection.execute(insert(currencies).returning(currencies.c.id), values).scalar_one()
+    )
 
 
 def currency_by_code(connection: Connection, code: str) -> RowMapping | None:
@@ -90,12 +101,14 @@ def list_currencies(connection: Connection) -> Sequence[RowMapping]:
 
 # -- accounts ---------------------------------------------------------------------------
 
-_ACCOUNT_COLUMNS = select(
-    accounts,
-    communities.c.slug.label("community_slug"),
-    currencies.c.code.label("currency_code"),
-).join(communities, communities.c.id == accounts.c.community_id).join(
-    currencies, currencies.c.id == accounts.c.currency_id
+_ACCOUNT_COLUMNS = (
+    select(
+        accounts,
+        communities.c.slug.label("community_slug"),
+        currencies.c.code.label("currency_code"),
+    )
+    .join(communities, communities.c.id == accounts.c.community_id)
+    .join(currencies, currencies.c.id == accounts.c.currency_id)
 )
 
 
@@ -104,10 +117,14 @@ def insert_account(connection: Connection, values: dict[str, Any]) -> int:
 
 
 def account_by_id(connection: Connection, account_id: int) -> RowMapping | None:
-    return connection.execute(_ACCOUNT_COLUMNS.where(accounts.c.id == account_id)).mappings().first()
+    return (
+        connection.execute(_ACCOUNT_COLUMNS.where(accounts.c.id == account_id)).mappings().first()
+    )
 
 
-def account_name_taken(connection: Connection, community_id: int, currency_id: int, name: str) -> bool:
+def account_name_taken(
+    connection: Connection, community_id: int, currency_id: int, name: str
+) -> bool:
     statement = select(accounts.c.id).where(
         accounts.c.community_id == community_id,
         accounts.c.currency_id == currency_id,
@@ -231,7 +248,9 @@ def delete_holds(connection: Connection, transaction_id: int) -> None:
     connection.execute(delete(holds).where(holds.c.transaction_id == transaction_id))
 
 
-def transaction_by_id(connection: Connection, transaction_id: int, *, lock: bool = False) -> RowMapping | None:
+def transaction_by_id(
+    connection: Connection, transaction_id: int, *, lock: bool = False
+) -> RowMapping | None:
     statement = select(transactions).where(transactions.c.id == transaction_id)
     if lock:
         statement = statement.with_for_update()
@@ -239,7 +258,9 @@ def transaction_by_id(connection: Connection, transaction_id: int, *, lock: bool
 
 
 def update_transaction(connection: Connection, transaction_id: int, values: dict[str, Any]) -> None:
-    connection.execute(update(transactions).where(transactions.c.id == transaction_id).values(**values))
+    connection.execute(
+        update(transactions).where(transactions.c.id == transaction_id).values(**values)
+    )
 
 
 def update_postings_posted(connection: Connection, rows: list[dict[str, Any]]) -> None:
@@ -265,7 +286,9 @@ def postings_of(connection: Connection, transaction_ids: Sequence[int]) -> Seque
     return connection.execute(_POSTINGS_OF, {"ids": list(transaction_ids)}).mappings().all()
 
 
-def transactions_by_ids(connection: Connection, transaction_ids: Sequence[int]) -> Sequence[RowMapping]:
+def transactions_by_ids(
+    connection: Connection, transaction_ids: Sequence[int]
+) -> Sequence[RowMapping]:
     statement = select(transactions).where(transactions.c.id.in_(bindparam("ids", expanding=True)))
     return connection.execute(statement, {"ids": list(transaction_ids)}).mappings().all()
 
@@ -283,7 +306,9 @@ def list_transactions(
     limit: int,
 ) -> Sequence[RowMapping]:
     """Transactions in ledger order (created_at, id), filtered; ``after`` is the cursor key."""
-    statement = select(transactions).order_by(transactions.c.created_at, transactions.c.id).limit(limit)
+    statement = (
+        select(transactions).order_by(transactions.c.created_at, transactions.c.id).limit(limit)
+    )
     if account_id is not None:
         touching = select(entries.c.transaction_id).where(entries.c.account_id == account_id)
         statement = statement.where(transactions.c.id.in_(touching))
@@ -293,7 +318,10 @@ def list_transactions(
     if category is not None:
         # "care" matches care:childcare and care:elders; "care:childcare" matches itself.
         statement = statement.where(
-            or_(transactions.c.category == category, transactions.c.category.startswith(category + ":"))
+            or_(
+                transactions.c.category == category,
+                transactions.c.category.startswith(category + ":"),
+            )
         )
     if status is not None:
         statement = statement.where(transactions.c.status == status)
@@ -320,12 +348,16 @@ _OVERDUE_ON_ACCOUNTS = select(holds.c.transaction_id).where(
 )
 
 
-def overdue_hold_transactions(connection: Connection, account_ids: Sequence[int], at: dt.datetime) -> set[int]:
+def overdue_hold_transactions(
+    connection: Connection, account_ids: Sequence[int], at: dt.datetime
+) -> set[int]:
     rows = connection.execute(_OVERDUE_ON_ACCOUNTS, {"ids": list(account_ids), "at": at})
     return {int(row[0]) for row in rows}
 
 
-def all_overdue_hold_transactions(connection: Connection, at: dt.datetime, limit: int) -> Sequence[int]:
+def all_overdue_hold_transactions(
+    connection: Connection, at: dt.datetime, limit: int
+) -> Sequence[int]:
     statement = (
         select(holds.c.transaction_id, func.min(holds.c.expires_at).label("due"))
         .where(holds.c.expires_at <= at)
@@ -336,13 +368,17 @@ def all_overdue_hold_transactions(connection: Connection, at: dt.datetime, limit
     return [int(row[0]) for row in connection.execute(statement)]
 
 
-def overdue_hold_totals(connection: Connection, account_id: int, at: dt.datetime) -> tuple[int, int]:
+def overdue_hold_totals(
+    connection: Connection, account_id: int, at: dt.datetime
+) -> tuple[int, int]:
     """Debits and credits still held on the account by holds whose deadline is <= at.
 
     Expiry is applied by the next write that touches the account (or by the expirer);
     until then reads subtract these so that no read ever shows an expired hold.
     """
-    statement = select(func.coalesce(func.sum(holds.c.debits), 0), func.coalesce(func.sum(holds.c.credits), 0)).where(
+    statement = select(
+        func.coalesce(func.sum(holds.c.debits), 0), func.coalesce(func.sum(holds.c.credits), 0)
+    ).where(
         holds.c.account_id == account_id,
         holds.c.expires_at <= at,
         holds.c.created_at <= at,
@@ -366,7 +402,9 @@ def overdue_hold_totals_by_account(
 # -- history --------------------------------------------------------------------------------
 
 
-def entry_at_or_before(connection: Connection, account_id: int, at: dt.datetime) -> RowMapping | None:
+def entry_at_or_before(
+    connection: Connection, account_id: int, at: dt.datetime
+) -> RowMapping | None:
     statement = (
         select(entries.c.balance_posted, entries.c.debits_pending, entries.c.credits_pending)
         .where(entries.c.account_id == account_id, entries.c.at <= at)
@@ -441,10 +479,113 @@ def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def events_after(connection: Connection, after: int, limit: int) -> Sequence[RowMapping]:
-    statement = select(events).where(events.c.sequence > after).order_by(events.c.sequence).limit(limit)
+    statement = (
+        select(events).where(events.c.sequence > after).order_by(events.c.sequence).limit(limit)
+    )
     return connection.execute(statement).mappings().all()
 
 
 def last_event_sequence(connection: Connection) -> int:
-    return int(connection.execute(select(func.coalesce(func.max(events.c.sequence), 0))).scalar_one())
+    return int(
+        connection.execute(select(func.coalesce(func.max(events.c.sequence), 0))).scalar_one()
+    )
 
+
+# -- verification (read-only sweeps over the whole store) ----------------------------------
+
+
+def currency_sums(connection: Connection) -> Sequence[Any]:
+    statement = (
+        select(
+            currencies.c.code,
+            func.coalesce(func.sum(accounts.c.balance_posted), 0),
+            func.coalesce(func.sum(accounts.c.debits_pending), 0),
+            func.coalesce(func.sum(accounts.c.credits_pending), 0),
+        )
+        .select_from(currencies.outerjoin(accounts, accounts.c.currency_id == currencies.c.id))
+        .group_by(currencies.c.code)
+        .order_by(currencies.c.code)
+    )
+    return connection.execute(statement).all()
+
+
+def count_entries(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(entries)).scalar_one())
+
+
+def stream_entries(connection: Connection, chunk: int) -> Iterable[Any]:
+    """Every history row in (account_id, at, id) order, fetched ``chunk`` rows at a time."""
+    statement = select(entries).order_by(entries.c.account_id, entries.c.at, entries.c.id)
+    result = connection.execution_options(yield_per=chunk).execute(statement)
+    yield from result
+
+
+def all_accounts(connection: Connection) -> Sequence[Any]:
+    return connection.execute(
+        select(accounts, currencies.c.code.label("currency_code"))
+        .join(currencies, currencies.c.id == accounts.c.currency_id)
+        .order_by(accounts.c.id)
+    ).all()
+
+
+def posting_totals_by_account(connection: Connection) -> dict[int, tuple[int, int, int]]:
+    """(posted, debits_pending, credits_pending) per account, recomputed from postings."""
+    moved = func.coalesce(postings.c.amount_posted, postings.c.amount)
+    totals: dict[int, list[int]] = {}
+    for side, sign in ((postings.c.destination_account_id, 1), (postings.c.source_account_id, -1)):
+        posted = connection.execute(
+            select(side, func.sum(moved))
+            .join(transactions, transactions.c.id == postings.c.transaction_id)
+            .where(transactions.c.status == "posted")
+            .group_by(side)
+        )
+        for account_id, amount in posted:
+            totals.setdefault(int(account_id), [0, 0, 0])[0] += sign * int(amount)
+        pending = connection.execute(
+            select(side, func.sum(postings.c.amount))
+            .join(transactions, transactions.c.id == postings.c.transaction_id)
+            .where(transactions.c.status == "pending")
+            .group_by(side)
+        )
+        for account_id, amount in pending:
+            totals.setdefault(int(account_id), [0, 0, 0])[1 if sign < 0 else 2] += int(amount)
+    return {account_id: (t[0], t[1], t[2]) for account_id, t in totals.items()}
+
+
+def hold_totals_by_account(connection: Connection) -> dict[int, tuple[int, int]]:
+    rows = connection.execute(
+        select(holds.c.account_id, func.sum(holds.c.debits), func.sum(holds.c.credits)).group_by(
+            holds.c.account_id
+        )
+    )
+    return {int(row[0]): (int(row[1]), int(row[2])) for row in rows}
+
+
+def postings_with_wrong_currency(connection: Connection) -> Sequence[Any]:
+    source = accounts.alias("source")
+    destination = accounts.alias("destination")
+    statement = (
+        select(postings.c.transaction_id, postings.c.index)
+        .join(source, source.c.id == postings.c.source_account_id)
+        .join(destination, destination.c.id == postings.c.destination_account_id)
+        .where(
+            or_(
+                source.c.currency_id != postings.c.currency_id,
+                destination.c.currency_id != postings.c.currency_id,
+            )
+        )
+    )
+    return connection.execute(statement).all()
+
+
+def broken_reversal_links(connection: Connection) -> Sequence[Any]:
+    original = transactions.alias("original")
+    statement = (
+        select(transactions.c.id)
+        .outerjoin(original, original.c.id == transactions.c.reverses_id)
+        .where(
+            transactions.c.reverses_id.is_not(None),
+            or_(original.c.id.is_(None), original.c.reversed_by_id != transactions.c.id),
+        )
+    )
+    return connection.execute(statement).all()

@@ -1,0 +1,1442 @@
+"""The ledger's operations: one unit of work per call, every rule checked inside it.
+
+``Ledger`` is the real interface of ``ledger/``: the REST API, the exchange layer, the
+CLI and the tests call exactly these methods. Each write opens one unit of work through
+``run_in_transaction`` (the one retry loop), locks the accounts it touches in ascending
+id order, validates against what it just locked, writes in bulk, and commits once.
+
+History is ordered by the ledger instant, assigned here inside the writing unit of work:
+``max(now, newest instant on any touched account + 1 µs)``. So each account's history is
+strictly increasing even when the wall clock steps back or two writers race; the client's
+``effective_date`` is stored and filterable but never reorders history.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import Connection, Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from ledger import money
+from ledger import repository as repo
+from ledger.database import run_in_transaction
+from ledger.errors import Code, LedgerError
+from ledger.model import (
+    Account,
+    AccountStatus,
+    AccountType,
+    Balance,
+    Community,
+    CommunityStatus,
+    Currency,
+    CurrencyKind,
+    EntryKind,
+    Event,
+    EventKind,
+    Outcome,
+    Page,
+    Posting,
+    PostingDraft,
+    StatementLine,
+    Transaction,
+    TransactionDraft,
+    TransactionStatus,
+)
+from ledger.tables import from_micros, to_micros
+
+T = TypeVar("T")
+
+BATCH_MAX: Final = 8190
+POSTINGS_MAX: Final = 128
+PAGE_LIMIT_MAX: Final = 1000
+TIMEOUT_SECONDS_MIN: Final = 1
+TIMEOUT_SECONDS_MAX: Final = 90 * 86_400
+EXPIRY_CHUNK: Final = 500
+ONE_MICROSECOND: Final = dt.timedelta(microseconds=1)
+TEXT_LIMITS: Final = {"client_id": 128, "memo": 500, "category": 100, "external_ref": 200}
+
+
+class _Unset:
+    """Marks an argument the caller did not pass (``None`` means "no limit")."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class _ExpiryNeeded(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a unit of work that found overdue holds on the accounts it locked."""
+
+    def __init__(self, up_to: dt.datetime) -> None:
+        self.up_to = up_to
+
+
+@dataclass(slots=True)
+class _LockedAccount:
+    """An account as locked for a write, with the balance the write is building."""
+
+    id: int
+    community_id: int
+    currency: str
+    status: str
+    min_balance: int | None
+    max_balance: int | None
+    posted: int
+    debits_pending: int
+    credits_pending: int
+    last_entry_at: dt.datetime | None
+
+    def balance(self) -> Balance:
+        return Balance(self.posted, self.debits_pending, self.credits_pending)
+
+
+class Ledger:
+    def __init__(self, engine: Engine, clock: Callable[[], dt.datetime] = utc_now) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # -- communities and currencies -----------------------------------------------------
+
+    def create_community(
+        self, slug: str, name: str, status: CommunityStatus = CommunityStatus.ACTIVE
+    ) -> Community:
+        def work(connection: Connection) -> Community:
+            if repo.community_by_slug(connection, slug) is not None:
+                raise LedgerError(Code.COMMUNITY_EXISTS, field="slug")
+            now = self.clock()
+            values = {"slug": slug, "name": name, "status": str(status), "created_at": now}
+            community_id = repo.insert_community(connection, values)
+            _emit(connection, now, [(EventKind.COMMUNITY_CREATED, None, None, (community_id,))])
+            return Community(community_id, slug, name, status, now)
+
+        return self._write(work)
+
+    def get_community(self, slug: str) -> Community:
+        return self._read(lambda connection: _community(connection, slug))
+
+    def list_communities(self) -> list[Community]:
+        return self._read(
+            lambda connection: [
+                _community_from_row(row) for row in repo.list_communities(connection)
+            ]
+        )
+
+    def set_community_status(self, slug: str, status: CommunityStatus) -> Community:
+        def work(connection: Connection) -> Community:
+            community = _community(connection, slug)
+            repo.update_community(connection, community.id, {"status": str(status)})
+            return replace(community, status=status)
+
+        return self._write(work)
+
+    def create_currency(
+        self,
+        code: str,
+        *,
+        kind: CurrencyKind,
+        scale: int,
+        name: str,
+        symbol: str,
+        issuer: str | None = None,
+    ) -> Currency:
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int)
+            or not 0 <= scale <= money.SCALE_MAX
+        ):
+            raise LedgerError(Code.SCALE_OUT_OF_RANGE, field="scale")
+
+        def work(connection: Connection) -> Currency:
+            if repo.currency_by_code(connection, code) is not None:
+                raise LedgerError(Code.CURRENCY_EXISTS, field="code")
+            issuer_id = None if issuer is None else _community(connection, issuer).id
+            now = self.clock()
+            repo.insert_currency(
+                connection,
+                {
+                    "code": code,
+                    "kind": str(kind),
+                    "issuer_community_id": issuer_id,
+                    "scale": scale,
+                    "name": name,
+                    "symbol": symbol,
+                    "created_at": now,
+                },
+            )
+            communities = () if issuer_id is None else (issuer_id,)
+            _emit(connection, now, [(EventKind.CURRENCY_CREATED, None, None, communities)])
+            return _currency(connection, code)
+
+        return self._write(work)
+
+    def get_currency(self, code: str) -> Currency:
+        return self._read(lambda connection: _currency(connection, code))
+
+    def list_currencies(self) -> list[Currency]:
+        return self._read(
+            lambda connection: [_currency_from_row(row) for row in repo.list_currencies(connection)]
+        )
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def open_account(
+        self,
+        *,
+        community: str,
+        currency: str,
+        type: AccountType,
+        name: str,
+        min_balance: int | _Unset | None = UNSET,
+        max_balance: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Account:
+        """Open an account. Without ``min_balance`` the floor is 0 (no overdraft), except
+        for issuance accounts, which have none: issuing is what makes them negative."""
+        if isinstance(min_balance, _Unset):
+            min_balance = None if type == AccountType.ISSUANCE else 0
+        _check_limits(min_balance, max_balance)
+
+        def work(connection: Connection) -> Account:
+            owner = _community(connection, community)
+            if owner.status == CommunityStatus.SUSPENDED:
+                raise LedgerError(Code.COMMUNITY_SUSPENDED, field="community")
+            held = _currency(connection, currency)
+            if repo.account_name_taken(connection, owner.id, held.id, name):
+                raise LedgerError(Code.ACCOUNT_NAME_TAKEN, field="name")
+            now = self.clock()
+            account_id = repo.insert_account(
+                connection,
+                {
+                    "community_id": owner.id,
+                    "currency_id": held.id,
+                    "type": str(type),
+                    "name": name,
+                    "status": str(AccountStatus.OPEN),
+                    "min_balance": min_balance,
+                    "max_balance": max_balance,
+                    "metadata": metadata or {},
+                    "balance_posted": 0,
+                    "debits_pending": 0,
+                    "credits_pending": 0,
+                    "last_entry_at": None,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            _emit(connection, now, [(EventKind.ACCOUNT_CREATED, None, account_id, (owner.id,))])
+            return self._account(connection, account_id, now)
+
+        return self._write(work)
+
+    def get_account(self, account_id: int) -> Account:
+        return self._read(lambda connection: self._account(connection, account_id, self.clock()))
+
+    def list_accounts(
+        self,
+        *,
+        community: str | None = None,
+        currency: str | None = None,
+        type: AccountType | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[Account]:
+        limit = _page_limit(limit)
+        after_id = None if cursor is None else _decode_cursor(cursor)[1]
+
+        def work(connection: Connection) -> Page[Account]:
+            community_id = None if community is None else _community(connection, community).id
+            currency_id = None if currency is None else _currency(connection, currency).id
+            rows = repo.list_accounts(
+                connection,
+                community_id=community_id,
+                currency_id=currency_id,
+                account_type=None if type is None else str(type),
+                after_id=after_id,
+                limit=limit + 1,
+            )
+            now = self.clock()
+            overdue = repo.overdue_hold_totals_by_account(connection, [r["id"] for r in rows], now)
+            accounts = [_account_from_row(row, overdue.get(row["id"], (0, 0))) for row in rows]
+            return _page(accounts, limit, lambda account: _encode_cursor(0, account.id))
+
+        return self._read(work)
+
+    def update_account(
+        self,
+        account_id: int,
+        *,
+        expected_version: int | None = None,
+        min_balance: int | _Unset | None = UNSET,
+        max_balance: int | _Unset | None = UNSET,
+        status: AccountStatus | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Account:
+        """Change limits, status or metadata. ``expected_version`` (the API's If-Match)
+        makes the change conditional on nobody having changed the account since."""
+
+        def work(connection: Connection) -> Account:
+            rows = repo.lock_accounts(connection, [account_id])
+            if not rows:
+                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+            now = self.clock()
+            current = self._account(connection, account_id, now)
+            if expected_version is not None and expected_version != current.version:
+                raise LedgerError(
+                    Code.VERSION_MISMATCH, account_id=account_id, extra={"version": current.version}
+                )
+            floor = current.min_balance if isinstance(min_balance, _Unset) else min_balance
+            ceiling = current.max_balance if isinstance(max_balance, _Unset) else max_balance
+            _check_limits(floor, ceiling)
+            balance = current.balance
+            if (floor is not None and balance.available < floor) or (
+                ceiling is not None and balance.posted + balance.credits_pending > ceiling
+            ):
+                raise LedgerError(Code.LIMIT_BELOW_BALANCE, account_id=account_id)
+            new_status = current.status if status is None else status
+            if new_status != current.status:
+                if current.status == AccountStatus.CLOSED:
+                    raise LedgerError(Code.STATUS_CHANGE_INVALID, account_id=account_id)
+                if new_status == AccountStatus.CLOSED and balance != Balance(0, 0, 0):
+                    raise LedgerError(Code.ACCOUNT_NOT_EMPTY, account_id=account_id)
+            repo.update_account(
+                connection,
+                account_id,
+                {
+                    "min_balance": floor,
+                    "max_balance": ceiling,
+                    "status": str(new_status),
+                    "metadata": current.metadata if metadata is None else metadata,
+                    "version": current.version + 1,
+                    "updated_at": now,
+                },
+            )
+            community_id = rows[0].community_id
+            _emit(connection, now, [(EventKind.ACCOUNT_CHANGED, None, account_id, (community_id,))])
+            return self._account(connection, account_id, now)
+
+        return self._write(work)
+
+    def community_of_account(self, account_id: int) -> str:
+        return self.get_account(account_id).community
+
+    # -- posting -----------------------------------------------------------------------------
+
+    def post_transaction(self, draft: TransactionDraft, *, scope: str = "") -> Outcome:
+        """Post one transaction; raises the ``LedgerError`` of the rule that refused it."""
+        (outcome,) = self.post_transactions([draft], scope=scope)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    def post_transactions(
+        self, drafts: Sequence[TransactionDraft], *, scope: str = "", atomic: bool = False
+    ) -> list[Outcome]:
+        """Post a batch: one outcome per draft, in order, all in one unit of work.
+
+        Each draft is judged on the balances the drafts before it left. With ``atomic``
+        the batch applies in full or not at all: once one draft is refused, the others
+        answer ``batch_item_failed`` and nothing is written.
+        """
+        if len(drafts) > BATCH_MAX:
+            raise LedgerError(Code.BATCH_TOO_LARGE, field="transactions")
+        shape_errors = [_shape_error(draft) for draft in drafts]
+        hashes = [_request_hash(draft) for draft in drafts]
+        for _attempt in range(3):
+            try:
+                return self._write(
+                    lambda connection: self._post_batch(
+                        connection, drafts, shape_errors, hashes, scope, atomic
+                    )
+                )
+            except _ExpiryNeeded as needed:
+                self.expire_overdue(up_to=needed.up_to)
+            except IntegrityError:
+                # Another writer committed one of our client ids between our idempotency
+                # lookup and our insert; the next attempt finds it and replays it.
+                continue
+        return self._write(
+            lambda connection: self._post_batch(
+                connection, drafts, shape_errors, hashes, scope, atomic
+            )
+        )
+
+    def _post_batch(
+        self,
+        connection: Connection,
+        drafts: Sequence[TransactionDraft],
+        shape_errors: list[LedgerError | None],
+        hashes: list[str],
+        scope: str,
+        atomic: bool,
+    ) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(drafts)
+        for index, error in enumerate(shape_errors):
+            if error is not None:
+                outcomes[index] = Outcome(None, error)
+
+        # Idempotency: a client id already stored answers with what it first did.
+        client_ids = {
+            d.client_id for d, o in zip(drafts, outcomes, strict=True) if d.client_id and o is None
+        }
+        stored = (
+            {
+                row["client_id"]: row
+                for row in repo.transactions_by_client_id(connection, scope, sorted(client_ids))
+            }
+            if client_ids
+            else {}
+        )
+        replayed_ids = [int(row["id"]) for row in stored.values()]
+        replays = (
+            {t.id: t for t in self._transactions(connection, replayed_ids)} if replayed_ids else {}
+        )
+        for index, draft in enumerate(drafts):
+            if outcomes[index] is None and draft.client_id in stored:
+                row = stored[draft.client_id]
+                if row["request_hash"] != hashes[index]:
+                    outcomes[index] = Outcome(None, _idempotency_conflict(int(row["id"])))
+                else:
+                    outcomes[index] = Outcome(replays[int(row["id"])], None, replayed=True)
+
+        account_ids = {
+            account_id
+            for draft, outcome in zip(drafts, outcomes, strict=True)
+            if outcome is None
+            for posting in draft.postings
+            for account_id in (posting.source_account_id, posting.destination_account_id)
+        }
+        locked = {
+            row.id: _locked_from_row(row) for row in repo.lock_accounts(connection, account_ids)
+        }
+        before = {account_id: replace(account) for account_id, account in locked.items()}
+        now = self.clock()
+        newest = max((a.last_entry_at for a in locked.values() if a.last_entry_at), default=now)
+        horizon = max(now, newest + ONE_MICROSECOND) + len(drafts) * ONE_MICROSECOND
+        if locked and repo.overdue_hold_transactions(connection, list(locked), horizon):
+            raise _ExpiryNeeded(horizon)
+
+        accepted: list[tuple[int, TransactionDraft, dt.datetime]] = []
+        first_by_client_id: dict[str, int] = {}
+        for index, draft in enumerate(drafts):
+            if outcomes[index] is not None:
+                continue
+            if draft.client_id is not None and draft.client_id in first_by_client_id:
+                first = first_by_client_id[draft.client_id]
+                if hashes[first] != hashes[index]:
+                    outcomes[index] = Outcome(
+                        None, LedgerError(Code.IDEMPOTENCY_CONFLICT, field="client_id")
+                    )
+                else:
+                    outcomes[index] = Outcome(None, None, replayed=True)  # filled in below
+                continue
+            snapshot = {
+                account_id: replace(locked[account_id])
+                for account_id in _accounts_of(draft)
+                if account_id in locked
+            }
+            error = _apply_draft(draft, locked)
+            if error is not None:
+                locked.update(snapshot)  # undo this draft's partial application
+                outcomes[index] = Outcome(None, error)
+                if atomic:
+                    break
+                continue
+            at = max(now, *(_after(locked[a].last_entry_at) for a in _accounts_of(draft)))
+            for account_id in _accounts_of(draft):
+                locked[account_id].last_entry_at = at
+            accepted.append((index, draft, at))
+            if draft.client_id is not None:
+                first_by_client_id[draft.client_id] = index
+
+        if atomic and any(o is not None and o.error is not None for o in outcomes):
+            return _atomic_failure(outcomes)
+
+        written = self._write_accepted(connection, accepted, before, hashes, scope)
+        for (index, _draft, _at), transaction in zip(accepted, written, strict=True):
+            outcomes[index] = Outcome(transaction, None)
+        for index, draft in enumerate(drafts):
+            outcome = outcomes[index]
+            if outcome is not None and outcome.replayed and outcome.transaction is None:
+                assert draft.client_id is not None
+                original = outcomes[first_by_client_id[draft.client_id]]
+                assert original is not None
+                outcomes[index] = Outcome(original.transaction, None, replayed=True)
+        return [o for o in outcomes if o is not None]
+
+    def _write_accepted(
+        self,
+        connection: Connection,
+        accepted: list[tuple[int, TransactionDraft, dt.datetime]],
+        before: dict[int, _LockedAccount],
+        hashes: list[str],
+        scope: str,
+    ) -> list[Transaction]:
+        """Write the accepted drafts, replaying them from the balances ``before`` the batch
+        so every history row carries the running balance right after its own posting."""
+        if not accepted:
+            return []
+        transaction_rows = []
+        for index, draft, at in accepted:
+            expires_at = (
+                at + dt.timedelta(seconds=draft.timeout_seconds)
+                if draft.pending and draft.timeout_seconds is not None
+                else None
+            )
+            transaction_rows.append(
+                {
+                    "idempotency_scope": scope,
+                    "client_id": draft.client_id,
+                    "request_hash": hashes[index],
+                    "status": str(
+                        TransactionStatus.PENDING if draft.pending else TransactionStatus.POSTED
+                    ),
+                    "memo": draft.memo,
+                    "category": draft.category,
+                    "external_ref": draft.external_ref,
+                    "metadata": draft.metadata,
+                    "effective_date": draft.effective_date,
+                    "created_at": at,
+                    "expires_at": expires_at,
+                    "resolved_at": None if draft.pending else at,
+                    "reverses_id": None,
+                    "reversed_by_id": None,
+                }
+            )
+        transaction_ids = repo.insert_transactions(connection, transaction_rows)
+
+        history: dict[int, _LockedAccount] = {}
+        posting_rows: list[dict[str, Any]] = []
+        entry_rows: list[dict[str, Any]] = []
+        hold_rows: list[dict[str, Any]] = []
+        events: list[tuple[EventKind, int | None, int | None, tuple[int, ...]]] = []
+        currency_ids = _currency_ids(connection)
+        results: list[Transaction] = []
+        for (_index, draft, at), transaction_id, row in zip(
+            accepted, transaction_ids, transaction_rows, strict=True
+        ):
+            held: dict[int, list[int]] = {}
+            for position, posting in enumerate(draft.postings):
+                posting_rows.append(
+                    {
+                        "transaction_id": transaction_id,
+                        "index": position,
+                        "source_account_id": posting.source_account_id,
+                        "destination_account_id": posting.destination_account_id,
+                        "currency_id": currency_ids[posting.currency],
+                        "amount": posting.amount,
+                        "amount_posted": None,
+                    }
+                )
+                for account_id, counterparty, sign in (
+                    (posting.source_account_id, posting.destination_account_id, -1),
+                    (posting.destination_account_id, posting.source_account_id, 1),
+                ):
+                    account = history.setdefault(account_id, before[account_id])
+                    if draft.pending:
+                        debit, credit = (posting.amount, 0) if sign < 0 else (0, posting.amount)
+                        change = _Change(0, debit, credit)
+                        held.setdefault(account_id, [0, 0])
+                        held[account_id][0] += debit
+                        held[account_id][1] += credit
+                        kind = EntryKind.PENDING
+                    else:
+                        change = _Change(sign * posting.amount, 0, 0)
+                        kind = EntryKind.POSTED
+                    entry_rows.append(
+                        _entry(account, change, transaction_id, counterparty, kind, at)
+                    )
+            for account_id, (debits, credits) in held.items():
+                hold_rows.append(
+                    {
+                        "transaction_id": transaction_id,
+                        "account_id": account_id,
+                        "debits": debits,
+                        "credits": credits,
+                        "created_at": at,
+                        "expires_at": row["expires_at"],
+                    }
+                )
+            kind_of_event = (
+                EventKind.TRANSACTION_PENDING if draft.pending else EventKind.TRANSACTION_POSTED
+            )
+            communities = tuple(sorted({before[a].community_id for a in _accounts_of(draft)}))
+            events.append((kind_of_event, transaction_id, None, communities))
+            results.append(_transaction_from_draft(transaction_id, draft, row))
+
+        repo.insert_postings(connection, posting_rows)
+        repo.insert_entries(connection, entry_rows)
+        repo.insert_holds(connection, hold_rows)
+        repo.update_account_balances(connection, [_balance_update(a) for a in history.values()])
+        _emit(connection, accepted[-1][2], events)
+        return results
+
+    # -- two-phase ---------------------------------------------------------------------------
+
+    def post_pending(
+        self, transaction_id: int, amounts: Sequence[int] | None = None
+    ) -> Transaction:
+        """Post a pending transaction: in full, or ``amounts[i]`` (0 .. held) of posting i,
+        releasing the rest of each hold, as TigerBeetle's partial post does."""
+        return self._resolve_pending(transaction_id, TransactionStatus.POSTED, amounts)
+
+    def void_pending(self, transaction_id: int) -> Transaction:
+        return self._resolve_pending(transaction_id, TransactionStatus.VOIDED, None)
+
+    def _resolve_pending(
+        self, transaction_id: int, outcome: TransactionStatus, amounts: Sequence[int] | None
+    ) -> Transaction:
+        def work(connection: Connection) -> Transaction:
+            row = repo.transaction_by_id(connection, transaction_id)
+            if row is None:
+                raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+            postings = repo.postings_of(connection, [transaction_id])
+            locked = {
+                r.id: _locked_from_row(r)
+                for r in repo.lock_accounts(connection, _posting_accounts(postings))
+            }
+            row = repo.transaction_by_id(connection, transaction_id, lock=True)
+            assert row is not None
+            _check_still_pending(row)
+            now = self.clock()
+            if row["expires_at"] is not None and row["expires_at"] <= now:
+                raise _ExpiryNeeded(now)
+            if amounts is not None and len(amounts) != len(postings):
+                raise LedgerError(
+                    Code.INVALID_REQUEST,
+                    "Give one amount per posting of the pending transaction.",
+                    field="amounts",
+                )
+            posted_amounts = [p["amount"] for p in postings] if amounts is None else list(amounts)
+            if outcome == TransactionStatus.POSTED:
+                for posting, amount in zip(postings, posted_amounts, strict=True):
+                    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                        raise LedgerError(Code.AMOUNT_OUT_OF_RANGE, field="amounts")
+                    if amount > posting["amount"]:
+                        raise LedgerError(Code.POST_AMOUNT_EXCEEDS_PENDING, field="amounts")
+                for account in locked.values():
+                    if account.status == AccountStatus.FROZEN:
+                        raise LedgerError(Code.ACCOUNT_FROZEN, account_id=account.id)
+            else:
+                posted_amounts = [0] * len(postings)
+            kind = (
+                EntryKind.PENDING_POSTED
+                if outcome == TransactionStatus.POSTED
+                else EntryKind.PENDING_VOIDED
+            )
+            at = max(now, *(_after(a.last_entry_at) for a in locked.values()))
+            self._release(connection, row, postings, posted_amounts, locked, kind, outcome, at)
+            return self._transactions(connection, [transaction_id])[0]
+
+        for _attempt in range(3):
+            try:
+                return self._write(work)
+            except _ExpiryNeeded as needed:
+                self.expire_overdue(up_to=needed.up_to)
+        return self._write(work)
+
+    def _release(
+        self,
+        connection: Connection,
+        row: RowMapping,
+        postings: Sequence[RowMapping],
+        posted_amounts: Sequence[int],
+        locked: dict[int, _LockedAccount],
+        kind: EntryKind,
+        status: TransactionStatus,
+        at: dt.datetime,
+    ) -> None:
+        """Release a transaction's holds, moving ``posted_amounts`` for real, at ``at``."""
+        transaction_id = int(row["id"])
+        entry_rows = []
+        for posting, amount in zip(postings, posted_amounts, strict=True):
+            source = locked[posting["source_account_id"]]
+            destination = locked[posting["destination_account_id"]]
+            held = posting["amount"]
+            entry_rows.append(
+                _entry(source, _Change(-amount, -held, 0), transaction_id, destination.id, kind, at)
+            )
+            entry_rows.append(
+                _entry(destination, _Change(amount, 0, -held), transaction_id, source.id, kind, at)
+            )
+        for account in locked.values():
+            account.last_entry_at = at
+        repo.insert_entries(connection, entry_rows)
+        repo.update_account_balances(connection, [_balance_update(a) for a in locked.values()])
+        if status == TransactionStatus.POSTED:
+            repo.update_postings_posted(
+                connection,
+                [
+                    {"posting_id": p["id"], "posted": amount}
+                    for p, amount in zip(postings, posted_amounts, strict=True)
+                ],
+            )
+        repo.update_transaction(
+            connection, transaction_id, {"status": str(status), "resolved_at": at}
+        )
+        repo.delete_holds(connection, transaction_id)
+        event_kind = {
+            TransactionStatus.POSTED: EventKind.PENDING_POSTED,
+            TransactionStatus.VOIDED: EventKind.PENDING_VOIDED,
+            TransactionStatus.EXPIRED: EventKind.PENDING_EXPIRED,
+        }[status]
+        communities = tuple(sorted({a.community_id for a in locked.values()}))
+        _emit(connection, at, [(event_kind, transaction_id, None, communities)])
+
+    def expire_overdue(self, up_to: dt.datetime | None = None) -> int:
+        """Expire every hold whose deadline is at or before ``up_to`` (default: now).
+
+        Each expiry is written at its deadline (or just after the account's newest row),
+        so an as-of read shows the hold released exactly when it lapsed. Returns how many
+        transactions expired.
+        """
+        deadline = up_to or self.clock()
+        expired = 0
+        while True:
+
+            def work(connection: Connection) -> int:
+                due = repo.all_overdue_hold_transactions(connection, deadline, EXPIRY_CHUNK)
+                if not due:
+                    return 0
+                postings = repo.postings_of(connection, due)
+                locked = {
+                    r.id: _locked_from_row(r)
+                    for r in repo.lock_accounts(connection, _posting_accounts(postings))
+                }
+                count = 0
+                for transaction_id in due:
+                    row = repo.transaction_by_id(connection, transaction_id, lock=True)
+                    if row is None or row["status"] != TransactionStatus.PENDING:
+                        continue
+                    own = [p for p in postings if p["transaction_id"] == transaction_id]
+                    accounts = {a: locked[a] for a in _posting_accounts(own)}
+                    at = max(
+                        row["expires_at"], *(_after(a.last_entry_at) for a in accounts.values())
+                    )
+                    self._release(
+                        connection,
+                        row,
+                        own,
+                        [0] * len(own),
+                        accounts,
+                        EntryKind.PENDING_EXPIRED,
+                        TransactionStatus.EXPIRED,
+                        at,
+                    )
+                    count += 1
+                return count
+
+            count = self._write(work)
+            expired += count
+            if count == 0:
+                return expired
+
+    # -- corrections -------------------------------------------------------------------------
+
+    def reverse(
+        self,
+        transaction_id: int,
+        *,
+        client_id: str | None = None,
+        scope: str = "",
+        memo: str | None = None,
+    ) -> Outcome:
+        """Post the mirror image of a posted transaction, linked both ways, at most once.
+
+        A posted pending transaction reverses the amounts that actually moved. The
+        reversal is an ordinary transaction: limits and account status apply to it.
+        """
+        original = self.get_transaction(transaction_id)
+        if original.reversed_by_id is not None and client_id is None:
+            raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
+        if original.status != TransactionStatus.POSTED:
+            raise LedgerError(Code.NOT_REVERSIBLE, field="transaction_id")
+        if original.reverses_id is not None:
+            raise LedgerError(
+                Code.NOT_REVERSIBLE, "A reversal cannot itself be reversed.", field="transaction_id"
+            )
+        postings = tuple(
+            PostingDraft(p.destination_account_id, p.source_account_id, _moved(p), p.currency)
+            for p in original.postings
+            if _moved(p) > 0
+        )
+        if not postings:
+            raise LedgerError(Code.NOT_REVERSIBLE, "Nothing moved, so there is nothing to reverse.")
+        draft = TransactionDraft(
+            postings=postings,
+            client_id=client_id,
+            memo=memo or f"Reversal of transaction {transaction_id}",
+            category=original.category,
+            metadata={"reverses": transaction_id},
+        )
+        hashes = [_request_hash(draft)]
+
+        def work(connection: Connection) -> Outcome:
+            if client_id is not None:
+                stored = repo.transactions_by_client_id(connection, scope, [client_id])
+                if stored:
+                    if stored[0]["request_hash"] != hashes[0]:
+                        raise _idempotency_conflict(int(stored[0]["id"]))
+                    return Outcome(
+                        self._transactions(connection, [int(stored[0]["id"])])[0], None, True
+                    )
+            if original.reversed_by_id is not None:
+                raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
+            # Accounts first, then the transaction row: the lock order every writer keeps.
+            # The check above answers the common case early; this one settles a race.
+            (outcome,) = self._post_batch(
+                connection, [draft], [_shape_error(draft)], hashes, scope, False
+            )
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.transaction is not None
+            row = repo.transaction_by_id(connection, transaction_id, lock=True)
+            assert row is not None
+            if row["reversed_by_id"] is not None:
+                raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
+            reversal_id = outcome.transaction.id
+            repo.update_transaction(connection, reversal_id, {"reverses_id": transaction_id})
+            repo.update_transaction(connection, transaction_id, {"reversed_by_id": reversal_id})
+            communities = tuple(
+                sorted(
+                    {r.community_id for r in repo.lock_accounts(connection, _accounts_of(draft))}
+                )
+            )
+            _emit(
+                connection,
+                outcome.transaction.created_at,
+                [(EventKind.TRANSACTION_REVERSED, transaction_id, None, communities)],
+            )
+            return Outcome(self._transactions(connection, [reversal_id])[0], None)
+
+        for _attempt in range(3):
+            try:
+                return self._write(work)
+            except _ExpiryNeeded as needed:
+                self.expire_overdue(up_to=needed.up_to)
+        return self._write(work)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get_transaction(self, transaction_id: int) -> Transaction:
+        def work(connection: Connection) -> Transaction:
+            found = self._transactions(connection, [transaction_id])
+            if not found:
+                raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+            return found[0]
+
+        return self._read(work)
+
+    def transaction_account_ids(self, transaction_id: int) -> set[int]:
+        return set(_accounts_of_postings(self.get_transaction(transaction_id).postings))
+
+    def list_transactions(
+        self,
+        *,
+        community: str | None = None,
+        account_id: int | None = None,
+        category: str | None = None,
+        status: TransactionStatus | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[Transaction]:
+        """Transactions in ledger order. ``category`` matches itself and its subcategories."""
+        limit = _page_limit(limit)
+        after = None if cursor is None else _decode_instant_cursor(cursor)
+
+        def work(connection: Connection) -> Page[Transaction]:
+            community_id = None if community is None else _community(connection, community).id
+            rows = repo.list_transactions(
+                connection,
+                community_id=community_id,
+                account_id=account_id,
+                category=category,
+                status=None if status is None else str(status),
+                since=since,
+                until=until,
+                after=after,
+                limit=limit + 1,
+            )
+            found = self._transactions_from_rows(connection, rows)
+            return _page(found, limit, lambda t: _encode_cursor(to_micros(t.created_at), t.id))
+
+        return self._read(work)
+
+    def balance(self, account_id: int, as_of: dt.datetime | None = None) -> Balance:
+        """The account's balance now, or as it stood at ``as_of`` (an index lookup either
+        way). Holds whose deadline has passed by then are never shown."""
+
+        def work(connection: Connection) -> Balance:
+            now = self.clock()
+            at = now if as_of is None or as_of > now else as_of
+            if as_of is None:
+                return self._account(connection, account_id, at).balance
+            if repo.account_by_id(connection, account_id) is None:
+                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+            row = repo.entry_at_or_before(connection, account_id, at)
+            if row is None:
+                return Balance(0, 0, 0)
+            debits, credits = repo.overdue_hold_totals(connection, account_id, at)
+            return Balance(
+                row["balance_posted"],
+                row["debits_pending"] - debits,
+                row["credits_pending"] - credits,
+            )
+
+        return self._read(work)
+
+    def statement(
+        self,
+        account_id: int,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[StatementLine]:
+        """The account's history in ledger order, each line with the balance after it."""
+        limit = _page_limit(limit)
+        after = None if cursor is None else _decode_instant_cursor(cursor)
+
+        def work(connection: Connection) -> Page[StatementLine]:
+            if repo.account_by_id(connection, account_id) is None:
+                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+            rows = repo.statement_page(
+                connection, account_id, since=since, until=until, after=after, limit=limit + 1
+            )
+            lines = [_statement_line(row) for row in rows]
+            return _page(
+                lines, limit, lambda line: _encode_cursor(to_micros(line.at), line.entry_id)
+            )
+
+        return self._read(work)
+
+    def events_after(self, after: int, limit: int = 100) -> list[Event]:
+        limit = _page_limit(limit)
+        return self._read(
+            lambda connection: [
+                _event_from_row(row) for row in repo.events_after(connection, after, limit)
+            ]
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        return run_in_transaction(self.engine, work, write=True)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        return run_in_transaction(self.engine, work, write=False)
+
+    def _account(self, connection: Connection, account_id: int, now: dt.datetime) -> Account:
+        row = repo.account_by_id(connection, account_id)
+        if row is None:
+            raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+        return _account_from_row(row, repo.overdue_hold_totals(connection, account_id, now))
+
+    def _transactions(
+        self, connection: Connection, transaction_ids: Sequence[int]
+    ) -> list[Transaction]:
+        rows = repo.transactions_by_ids(connection, transaction_ids)
+        order = {
+            transaction_id: position for position, transaction_id in enumerate(transaction_ids)
+        }
+        return self._transactions_from_rows(connection, sorted(rows, key=lambda r: order[r["id"]]))
+
+    def _transactions_from_rows(
+        self, connection: Connection, rows: Sequence[RowMapping]
+    ) -> list[Transaction]:
+        by_transaction: dict[int, list[Posting]] = {}
+        for p in repo.postings_of(connection, [int(r["id"]) for r in rows]):
+            by_transaction.setdefault(p["transaction_id"], []).append(
+                Posting(
+                    p["index"],
+                    p["source_account_id"],
+                    p["destination_account_id"],
+                    p["currency_code"],
+                    p["amount"],
+                    p["amount_posted"],
+                )
+            )
+        now = self.clock()
+        return [_transaction_from_row(row, by_transaction.get(row["id"], []), now) for row in rows]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def _check_limits(min_balance: int | None, max_balance: int | None) -> None:
+    for name, value in (("min_balance", min_balance), ("max_balance", max_balance)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not money.fits_balance(value)
+        ):
+            raise LedgerError(Code.LIMITS_INVALID, field=name)
+    if max_balance is not None and max_balance < 0:
+        raise LedgerError(Code.LIMITS_INVALID, field="max_balance")
+    if min_balance is not None and max_balance is not None and min_balance > max_balance:
+        raise LedgerError(Code.LIMITS_INVALID, field="min_balance")
+
+
+def _shape_error(draft: TransactionDraft) -> LedgerError | None:
+    """What is wrong with the draft on its face, before anything is read."""
+    if not draft.postings:
+        return LedgerError(Code.POSTINGS_EMPTY, field="postings")
+    if len(draft.postings) > POSTINGS_MAX:
+        return LedgerError(Code.POSTINGS_TOO_MANY, field="postings")
+    for position, posting in enumerate(draft.postings):
+        if not money.is_amount(posting.amount):
+            return LedgerError(Code.AMOUNT_OUT_OF_RANGE, field=f"postings[{position}].amount")
+        if posting.source_account_id == posting.destination_account_id:
+            return LedgerError(
+                Code.SAME_ACCOUNT,
+                field=f"postings[{position}]",
+                account_id=posting.source_account_id,
+            )
+    if draft.timeout_seconds is not None and (
+        not draft.pending
+        or isinstance(draft.timeout_seconds, bool)
+        or not TIMEOUT_SECONDS_MIN <= draft.timeout_seconds <= TIMEOUT_SECONDS_MAX
+    ):
+        return LedgerError(Code.TIMEOUT_OUT_OF_RANGE, field="timeout_seconds")
+    for name, limit in TEXT_LIMITS.items():
+        text = getattr(draft, name)
+        if text is not None and len(text) > limit:
+            return LedgerError(
+                Code.INVALID_REQUEST, f"{name} is longer than {limit} characters.", field=name
+            )
+    return None
+
+
+def _apply_draft(draft: TransactionDraft, locked: dict[int, _LockedAccount]) -> LedgerError | None:
+    """Apply the draft to the locked balances in memory; the first rule it breaks, if any.
+
+    The straight line of transaction rules, in ``Code`` order. The caller restores the
+    balances when this returns an error.
+    """
+    for posting in draft.postings:
+        for account_id in (posting.source_account_id, posting.destination_account_id):
+            if account_id not in locked:
+                return LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+    for posting in draft.postings:
+        for account_id in (posting.source_account_id, posting.destination_account_id):
+            if locked[account_id].currency != posting.currency:
+                return LedgerError(
+                    Code.CURRENCY_MISMATCH,
+                    account_id=account_id,
+                    extra={
+                        "posting_currency": posting.currency,
+                        "account_currency": locked[account_id].currency,
+                    },
+                )
+    for posting in draft.postings:
+        for account_id in (posting.source_account_id, posting.destination_account_id):
+            if locked[account_id].status == AccountStatus.CLOSED:
+                return LedgerError(Code.ACCOUNT_CLOSED, account_id=account_id)
+            if locked[account_id].status == AccountStatus.FROZEN:
+                return LedgerError(Code.ACCOUNT_FROZEN, account_id=account_id)
+    for posting in draft.postings:
+        source = locked[posting.source_account_id]
+        destination = locked[posting.destination_account_id]
+        if draft.pending:
+            source.debits_pending += posting.amount
+            destination.credits_pending += posting.amount
+        else:
+            source.posted -= posting.amount
+            destination.posted += posting.amount
+    for account_id in _accounts_of(draft):
+        account = locked[account_id]
+        if not all(
+            money.fits_balance(v)
+            for v in (
+                account.posted,
+                account.debits_pending,
+                account.credits_pending,
+                account.posted + account.credits_pending,
+            )
+        ):
+            return LedgerError(Code.BALANCE_OUT_OF_RANGE, account_id=account_id)
+    for account_id in _accounts_of(draft):
+        account = locked[account_id]
+        if (
+            account.min_balance is not None
+            and account.posted - account.debits_pending < account.min_balance
+        ):
+            return LedgerError(
+                Code.INSUFFICIENT_FUNDS,
+                account_id=account_id,
+                extra={
+                    "available": account.posted - account.debits_pending,
+                    "min_balance": account.min_balance,
+                },
+            )
+    for account_id in _accounts_of(draft):
+        account = locked[account_id]
+        if (
+            account.max_balance is not None
+            and account.posted + account.credits_pending > account.max_balance
+        ):
+            return LedgerError(
+                Code.CEILING_EXCEEDED,
+                account_id=account_id,
+                extra={"max_balance": account.max_balance},
+            )
+    return None
+
+
+def _check_still_pending(row: RowMapping) -> None:
+    status = row["status"]
+    if status == TransactionStatus.PENDING:
+        return
+    if status == TransactionStatus.POSTED and row["resolved_at"] == row["created_at"]:
+        # Posted straight away (a resolved hold always resolves after it was placed).
+        raise LedgerError(Code.NOT_PENDING, field="transaction_id")
+    code = {
+        TransactionStatus.POSTED: Code.PENDING_ALREADY_POSTED,
+        TransactionStatus.VOIDED: Code.PENDING_ALREADY_VOIDED,
+        TransactionStatus.EXPIRED: Code.PENDING_EXPIRED,
+    }[TransactionStatus(status)]
+    raise LedgerError(code, field="transaction_id")
+
+
+def _idempotency_conflict(transaction_id: int) -> LedgerError:
+    return LedgerError(
+        Code.IDEMPOTENCY_CONFLICT, field="client_id", extra={"transaction_id": transaction_id}
+    )
+
+
+def _request_hash(draft: TransactionDraft) -> str:
+    """SHA-256 of the draft's canonical JSON: what "the same request" means."""
+    canonical = {
+        "postings": [
+            [p.source_account_id, p.destination_account_id, p.amount, p.currency]
+            for p in draft.postings
+        ],
+        "memo": draft.memo,
+        "category": draft.category,
+        "external_ref": draft.external_ref,
+        "metadata": draft.metadata,
+        "effective_date": None
+        if draft.effective_date is None
+        else draft.effective_date.isoformat(),
+        "pending": draft.pending,
+        "timeout_seconds": draft.timeout_seconds,
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- small pieces -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    posted: int
+    debits_pending: int
+    credits_pending: int
+
+
+def _entry(
+    account: _LockedAccount,
+    change: _Change,
+    transaction_id: int,
+    counterparty_id: int,
+    kind: EntryKind,
+    at: dt.datetime,
+) -> dict[str, Any]:
+    """Apply ``change`` to ``account`` and return the history row that records it."""
+    account.posted += change.posted
+    account.debits_pending += change.debits_pending
+    account.credits_pending += change.credits_pending
+    account.last_entry_at = at
+    return {
+        "account_id": account.id,
+        "community_id": account.community_id,
+        "transaction_id": transaction_id,
+        "counterparty_account_id": counterparty_id,
+        "kind": str(kind),
+        "at": at,
+        "amount": change.posted,
+        "debits_pending_change": change.debits_pending,
+        "credits_pending_change": change.credits_pending,
+        "balance_posted": account.posted,
+        "debits_pending": account.debits_pending,
+        "credits_pending": account.credits_pending,
+    }
+
+
+def _balance_update(account: _LockedAccount) -> dict[str, Any]:
+    return {
+        "account_id": account.id,
+        "new_posted": account.posted,
+        "new_debits_pending": account.debits_pending,
+        "new_credits_pending": account.credits_pending,
+        "new_last_entry_at": account.last_entry_at,
+    }
+
+
+def _emit(
+    connection: Connection,
+    at: dt.datetime,
+    events: Sequence[tuple[EventKind, int | None, int | None, tuple[int, ...]]],
+) -> None:
+    """Append events to the feed; call last in a unit of work (see reserve_event_sequences)."""
+    first = repo.reserve_event_sequences(connection, len(events))
+    repo.insert_events(
+        connection,
+        [
+            {
+                "sequence": first + offset,
+                "kind": str(kind),
+                "at": at,
+                "transaction_id": transaction_id,
+                "account_id": account_id,
+                "community_ids": list(communities),
+            }
+            for offset, (kind, transaction_id, account_id, communities) in enumerate(events)
+        ],
+    )
+
+
+def _atomic_failure(outcomes: list[Outcome | None]) -> list[Outcome]:
+    """An atomic batch that failed: refused drafts keep their reason, earlier replays
+    keep their transaction, everything else is refused because of them."""
+    failed = LedgerError(Code.BATCH_ITEM_FAILED)
+    return [
+        o
+        if o is not None and (o.error is not None or o.transaction is not None)
+        else Outcome(None, failed)
+        for o in outcomes
+    ]
+
+
+def _after(instant: dt.datetime | None) -> dt.datetime:
+    return dt.datetime.min.replace(tzinfo=dt.UTC) if instant is None else instant + ONE_MICROSECOND
+
+
+def _accounts_of(draft: TransactionDraft) -> list[int]:
+    return sorted(
+        {a for p in draft.postings for a in (p.source_account_id, p.destination_account_id)}
+    )
+
+
+def _accounts_of_postings(postings: Iterable[Posting]) -> list[int]:
+    return sorted({a for p in postings for a in (p.source_account_id, p.destination_account_id)})
+
+
+def _posting_accounts(postings: Iterable[RowMapping]) -> list[int]:
+    return sorted(
+        {a for p in postings for a in (p["source_account_id"], p["destination_account_id"])}
+    )
+
+
+def _moved(posting: Posting) -> int:
+    return posting.amount if posting.amount_posted is None else posting.amount_posted
+
+
+def _currency_ids(connection: Connection) -> dict[str, int]:
+    return {row["code"]: int(row["id"]) for row in repo.list_currencies(connection)}
+
+
+def _page_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= PAGE_LIMIT_MAX:
+        raise LedgerError(
+            Code.INVALID_REQUEST, f"limit must be between 1 and {PAGE_LIMIT_MAX}.", field="limit"
+        )
+    return limit
+
+
+def _page(items: list[Any], limit: int, cursor_of: Callable[[Any], str]) -> Page[Any]:
+    if len(items) > limit:
+        return Page(tuple(items[:limit]), cursor_of(items[limit - 1]))
+    return Page(tuple(items), None)
+
+
+def _encode_cursor(at_micros: int, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{at_micros}:{row_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at_text, id_text = text.split(":")
+        return int(at_text), int(id_text)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise LedgerError(Code.CURSOR_INVALID, field="cursor") from error
+
+
+def _decode_instant_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    at_micros, row_id = _decode_cursor(cursor)
+    try:
+        return from_micros(at_micros), row_id
+    except OverflowError as error:
+        raise LedgerError(Code.CURSOR_INVALID, field="cursor") from error
+
+
+# -- rows to values -------------------------------------------------------------------------
+
+
+def _community(connection: Connection, slug: str) -> Community:
+    row = repo.community_by_slug(connection, slug)
+    if row is None:
+        raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+    return _community_from_row(row)
+
+
+def _community_from_row(row: RowMapping) -> Community:
+    return Community(
+        row["id"], row["slug"], row["name"], CommunityStatus(row["status"]), row["created_at"]
+    )
+
+
+def _currency(connection: Connection, code: str) -> Currency:
+    row = repo.currency_by_code(connection, code)
+    if row is None:
+        raise LedgerError(Code.CURRENCY_NOT_FOUND, field="currency")
+    return _currency_from_row(row)
+
+
+def _currency_from_row(row: RowMapping) -> Currency:
+    return Currency(
+        row["id"],
+        row["code"],
+        CurrencyKind(row["kind"]),
+        row["issuer_slug"],
+        row["scale"],
+        row["name"],
+        row["symbol"],
+        row["created_at"],
+    )
+
+
+def _locked_from_row(row: Any) -> _LockedAccount:
+    return _LockedAccount(
+        id=row.id,
+        community_id=row.community_id,
+        currency=row.code,
+        status=row.status,
+        min_balance=row.min_balance,
+        max_balance=row.max_balance,
+        posted=row.balance_posted,
+        debits_pending=row.debits_pending,
+        credits_pending=row.credits_pending,
+        last_entry_at=row.last_entry_at,
+    )
+
+
+def _account_from_row(row: RowMapping, overdue: tuple[int, int]) -> Account:
+    debits_overdue, credits_overdue = overdue
+    return Account(
+        id=row["id"],
+        community=row["community_slug"],
+        currency=row["currency_code"],
+        type=AccountType(row["type"]),
+        name=row["name"],
+        status=AccountStatus(row["status"]),
+        min_balance=row["min_balance"],
+        max_balance=row["max_balance"],
+        metadata=row["metadata"],
+        balance=Balance(
+            row["balance_posted"],
+            row["debits_pending"] - debits_overdue,
+            row["credits_pending"] - credits_overdue,
+        ),
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _transaction_from_row(
+    row: RowMapping, postings: list[Posting], now: dt.datetime
+) -> Transaction:
+    status = TransactionStatus(row["status"])
+    if (
+        status == TransactionStatus.PENDING
+        and row["expires_at"] is not None
+        and row["expires_at"] <= now
+    ):
+        # Lapsed but not yet swept: report what it is (the next write finalizes it).
+        status = TransactionStatus.EXPIRED
+    return Transaction(
+        id=row["id"],
+        client_id=row["client_id"],
+        status=status,
+        postings=tuple(postings),
+        memo=row["memo"],
+        category=row["category"],
+        external_ref=row["external_ref"],
+        metadata=row["metadata"],
+        effective_date=row["effective_date"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        resolved_at=row["resolved_at"],
+        reverses_id=row["reverses_id"],
+        reversed_by_id=row["reversed_by_id"],
+    )
+
+
+def _transaction_from_draft(
+    transaction_id: int, draft: TransactionDraft, row: dict[str, Any]
+) -> Transaction:
+    return Transaction(
+        id=transaction_id,
+        client_id=draft.client_id,
+        status=TransactionStatus(row["status"]),
+        postings=tuple(
+            Posting(i, p.source_account_id, p.destination_account_id, p.currency, p.amount, None)
+            for i, p in enumerate(draft.postings)
+        ),
+        memo=draft.memo,
+        category=draft.category,
+        external_ref=draft.external_ref,
+        metadata=draft.metadata,
+        effective_date=draft.effective_date,
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        resolved_at=row["resolved_at"],
+        reverses_id=None,
+        reversed_by_id=None,
+    )
+
+
+def _statement_line(row: RowMapping) -> StatementLine:
+    return StatementLine(
+        entry_id=row["id"],
+        transaction_id=row["transaction_id"],
+        kind=EntryKind(row["kind"]),
+        at=row["at"],
+        effective_date=row["effective_date"],
+        amount=row["amount"],
+        debits_pending_change=row["debits_pending_change"],
+        credits_pending_change=row["credits_pending_change"],
+        balance=Balance(row["balance_posted"], row["debits_pending"], row["credits_pending"]),
+        counterparty_account_id=row["counterparty_account_id"],
+        memo=row["memo"],
+        category=row["category"],
+    )
+
+
+def _event_from_row(row: RowMapping) -> Event:
+    return Event(
+        sequence=row["sequence"],
+        kind=EventKind(row["kind"]),
+        at=row["at"],
+        transaction_id=row["transaction_id"],
+        account_id=row["account_id"],
+        community_ids=tuple(row["community_ids"]),
+    )

@@ -1,0 +1,201 @@
+"""The invariant checker: everything the ledger promises, checked from the stored rows.
+
+It trusts nothing maintained: each account's balance is compared with its last history
+row and with a recomputation from the postings, and every history row must follow from
+the one before it. The CLI's ``verify``, the hypothesis state machine and the test
+database fixture all call ``verify``. History is streamed in chunks, so memory stays flat
+on a large ledger; ``progress`` hears (rows checked, rows in all) as it goes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ledger import money
+from ledger import repository as repo
+from ledger.database import unit_of_work
+
+STREAM_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    check: str
+    detail: str
+    account_id: int | None = None
+    transaction_id: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.account_id is not None:
+            where.append(f"account {self.account_id}")
+        if self.transaction_id is not None:
+            where.append(f"transaction {self.transaction_id}")
+        return f"{self.check}: {self.detail}" + (f" ({', '.join(where)})" if where else "")
+
+
+def verify(engine: Engine, progress: Callable[[int, int], None] | None = None) -> list[Violation]:
+    """Every violated invariant, in one consistent snapshot of the store; [] when sound."""
+    with unit_of_work(engine, write=False) as connection:
+        violations = _sums_per_currency(repo.currency_sums(connection))
+        accounts = repo.all_accounts(connection)
+        recomputed = repo.posting_totals_by_account(connection)
+        held = repo.hold_totals_by_account(connection)
+        for account in accounts:
+            violations += _account_checks(account, recomputed, held)
+        for transaction_id, index in repo.postings_with_wrong_currency(connection):
+            violations.append(
+                Violation(
+                    "currency",
+                    f"posting {index} moves a currency an account does not hold",
+                    transaction_id=transaction_id,
+                )
+            )
+        for (transaction_id,) in repo.broken_reversal_links(connection):
+            violations.append(
+                Violation(
+                    "reversal",
+                    "the reversal and its original do not point at each other",
+                    transaction_id=transaction_id,
+                )
+            )
+        total = repo.count_entries(connection)
+        last_rows = {}
+        previous: Any = None
+        for checked, entry in enumerate(repo.stream_entries(connection, STREAM_CHUNK), start=1):
+            violations += _history_checks(previous, entry)
+            previous = entry
+            last_rows[entry.account_id] = entry
+            if progress is not None and (checked % STREAM_CHUNK == 0 or checked == total):
+                progress(checked, total)
+        for account in accounts:
+            violations += _matches_history(account, last_rows.get(account.id))
+    return violations
+
+
+def _sums_per_currency(sums: Any) -> list[Violation]:
+    violations = []
+    for code, posted, debits_pending, credits_pending in sums:
+        if posted != 0:
+            violations.append(Violation("zero_sum", f"{code} balances sum to {posted}, not 0"))
+        if debits_pending != credits_pending:
+            violations.append(
+                Violation(
+                    "zero_sum",
+                    f"{code} pending debits {debits_pending} != pending credits {credits_pending}",
+                )
+            )
+    return violations
+
+
+def _account_checks(
+    account: Any, recomputed: dict[int, tuple[int, int, int]], held: dict[int, tuple[int, int]]
+) -> list[Violation]:
+    violations = []
+    stored = (account.balance_posted, account.debits_pending, account.credits_pending)
+    if stored != recomputed.get(account.id, (0, 0, 0)):
+        violations.append(
+            Violation(
+                "recomputation",
+                f"balance {stored} but the postings add up to "
+                f"{recomputed.get(account.id, (0, 0, 0))}",
+                account_id=account.id,
+            )
+        )
+    if (account.debits_pending, account.credits_pending) != held.get(account.id, (0, 0)):
+        violations.append(
+            Violation("holds", "pending totals differ from the open holds", account_id=account.id)
+        )
+    if not all(money.fits_balance(value) for value in stored):
+        violations.append(
+            Violation("range", "a balance left the 64-bit range", account_id=account.id)
+        )
+    available = account.balance_posted - account.debits_pending
+    if account.min_balance is not None and available < account.min_balance:
+        violations.append(
+            Violation(
+                "limits",
+                f"available {available} is below the floor {account.min_balance}",
+                account_id=account.id,
+            )
+        )
+    if (
+        account.max_balance is not None
+        and account.balance_posted + account.credits_pending > account.max_balance
+    ):
+        violations.append(
+            Violation(
+                "limits",
+                f"balance is above the ceiling {account.max_balance}",
+                account_id=account.id,
+            )
+        )
+    if account.status == "closed" and stored != (0, 0, 0):
+        violations.append(
+            Violation("closed", "a closed account holds a balance", account_id=account.id)
+        )
+    return violations
+
+
+def _history_checks(previous: Any, entry: Any) -> list[Violation]:
+    same_account = previous is not None and previous.account_id == entry.account_id
+    before = (
+        (previous.balance_posted, previous.debits_pending, previous.credits_pending)
+        if same_account
+        else (0, 0, 0)
+    )
+    expected = (
+        before[0] + entry.amount,
+        before[1] + entry.debits_pending_change,
+        before[2] + entry.credits_pending_change,
+    )
+    violations = []
+    if expected != (entry.balance_posted, entry.debits_pending, entry.credits_pending):
+        violations.append(
+            Violation(
+                "running_balance",
+                f"history row {entry.id} does not follow from the row before it",
+                account_id=entry.account_id,
+                transaction_id=entry.transaction_id,
+            )
+        )
+    if (
+        same_account
+        and previous.transaction_id != entry.transaction_id
+        and not previous.at < entry.at
+    ):
+        violations.append(
+            Violation(
+                "ordering",
+                f"history row {entry.id} is not later than the transaction before it",
+                account_id=entry.account_id,
+                transaction_id=entry.transaction_id,
+            )
+        )
+    return violations
+
+
+def _matches_history(account: Any, last: Any) -> list[Violation]:
+    stored = (account.balance_posted, account.debits_pending, account.credits_pending)
+    if last is None:
+        if stored != (0, 0, 0) or account.last_entry_at is not None:
+            return [Violation("history", "a balance without any history", account_id=account.id)]
+        return []
+    newest: dt.datetime = last.at
+    if (
+        stored != (last.balance_posted, last.debits_pending, last.credits_pending)
+        or account.last_entry_at != newest
+    ):
+        return [
+            Violation(
+                "history",
+                "the account row differs from its newest history row",
+                account_id=account.id,
+            )
+        ]
+    return []

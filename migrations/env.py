@@ -1,0 +1,28 @@
+"""Alembic's entry point: runs revisions online against the configured URL."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from ledger.database import make_engine
+from ledger.tables import Base
+
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    url = context.config.get_main_option("sqlalchemy.url")
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,  # SQLite alters tables by copying them; batch mode does that
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()
