@@ -57,6 +57,14 @@ class Code(StrEnum):
     ALREADY_REVERSED = "already_reversed"
     # Reading.
     CURSOR_INVALID = "cursor_invalid"
+    # The HTTP edge (api/ raises these; they live here so there is one catalogue).
+    MALFORMED_BODY = "malformed_body"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    KEY_NOT_FOUND = "key_not_found"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,19 @@ CATALOGUE: dict[Code, Rule] = {
     Code.NOT_REVERSIBLE: Rule("Only a posted transaction can be reversed.", 409, False),
     Code.ALREADY_REVERSED: Rule("The transaction was already reversed.", 409, False),
     Code.CURSOR_INVALID: Rule("The page cursor is not one Heartleaf issued.", 422, False),
+    Code.MALFORMED_BODY: Rule("The request body is not valid JSON.", 400, False),
+    Code.UNAUTHENTICATED: Rule(
+        "Send a valid API key as 'Authorization: Bearer <key>'.", 401, False
+    ),
+    Code.FORBIDDEN: Rule("Your key's role does not allow this.", 403, False),
+    Code.KEY_NOT_FOUND: Rule("There is no such API key.", 404, False),
+    Code.NOT_FOUND: Rule("There is nothing at this address.", 404, False),
+    Code.METHOD_NOT_ALLOWED: Rule("This address does not accept that method.", 405, False),
+    Code.INTERNAL_ERROR: Rule(
+        "Heartleaf failed on its side; nothing was written. Retry, and report it if it persists.",
+        500,
+        True,
+    ),
 }
 
 

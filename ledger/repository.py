@@ -206,6 +206,17 @@ def update_account(connection: Connection, account_id: int, values: dict[str, An
     connection.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
 
+def account_communities(connection: Connection, account_ids: Sequence[int]) -> dict[int, str]:
+    statement = (
+        select(accounts.c.id, communities.c.slug)
+        .join(communities, communities.c.id == accounts.c.community_id)
+        .where(accounts.c.id.in_(bindparam("ids", expanding=True)))
+    )
+    return {
+        int(row[0]): row[1] for row in connection.execute(statement, {"ids": list(account_ids)})
+    }
+
+
 def account_ids_of_community(connection: Connection, community_id: int) -> Sequence[int]:
     statement = select(accounts.c.id).where(accounts.c.community_id == community_id)
     return connection.execute(statement).scalars().all()

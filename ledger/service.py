@@ -331,8 +331,10 @@ class Ledger:
 
         return self._write(work)
 
-    def community_of_account(self, account_id: int) -> str:
-        return self.get_account(account_id).community
+    def communities_of_accounts(self, account_ids: Iterable[int]) -> dict[int, str]:
+        """The community slug of each account that exists (missing ids are left out)."""
+        ids = sorted(set(account_ids))
+        return self._read(lambda connection: repo.account_communities(connection, ids))
 
     # -- posting -----------------------------------------------------------------------------
 
@@ -1078,6 +1080,9 @@ def _apply_draft(draft: TransactionDraft, locked: dict[int, _LockedAccount]) -> 
         ):
             return LedgerError(
                 Code.INSUFFICIENT_FUNDS,
+                f"Account {account_id} would be left with "
+                f"{account.posted - account.debits_pending} available (minor units), "
+                f"below its floor of {account.min_balance}.",
                 account_id=account_id,
                 extra={
                     "available": account.posted - account.debits_pending,
@@ -1092,6 +1097,9 @@ def _apply_draft(draft: TransactionDraft, locked: dict[int, _LockedAccount]) -> 
         ):
             return LedgerError(
                 Code.CEILING_EXCEEDED,
+                f"Account {account_id} would reach {account.posted + account.credits_pending} "
+                "(minor units, pending credits included), "
+                f"above its ceiling of {account.max_balance}.",
                 account_id=account_id,
                 extra={"max_balance": account.max_balance},
             )

@@ -124,7 +124,7 @@ def test_codes_are_listed_once_with_a_sentence() -> None:
 
     assert list(CATALOGUE) == list(Code)
     assert all(
-        rule.sentence.endswith(".") and 400 <= rule.http_status < 500 for rule in CATALOGUE.values()
+        rule.sentence.endswith(".") and 400 <= rule.http_status < 600 for rule in CATALOGUE.values()
     )
 
 

@@ -1,0 +1,300 @@
+"""``heartleaf``: serve the API, migrate, seed the demo, manage keys, verify the ledger.
+
+Errors print as one line on stderr (``heartleaf: error: …``) with exit status 2; ``verify``
+exits 1 when it finds a violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import yaml
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+import migrations
+from api import keys as key_store
+from ledger.database import default_url, make_engine
+from ledger.errors import LedgerError
+from ledger.service import Ledger, utc_now
+from ledger.verify import verify
+
+
+class CliError(Exception):
+    """A failure worth one line to the user, not a traceback."""
+
+
+def _engine() -> Engine:
+    return make_engine(default_url())
+
+
+def _ready_engine() -> Engine:
+    engine = _engine()
+    if not migrations.is_at_head(engine):
+        raise CliError(
+            "the database schema is not at the newest migration: run `heartleaf db upgrade`"
+        )
+    return engine
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    _ready_engine().dispose()
+    print(
+        f"Heartleaf on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs)",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        "api.asgi:create",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    url = default_url()
+    migrations.upgrade(url)
+    print(f"database at {migrations.head_revision()}: {_display(url)}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from api.demo import is_seeded, seed_demo  # noqa: PLC0415
+
+    engine = _ready_engine()
+    ledger = Ledger(engine)
+    if is_seeded(ledger):
+        if not args.if_empty:
+            print("the demo federation is already there; nothing written", file=sys.stderr)
+        summary = seed_demo(ledger)
+    else:
+        summary = seed_demo(ledger)
+        print("seeded the demo federation", file=sys.stderr)
+    federation, federation_secret = key_store.create_key(
+        engine,
+        role=key_store.Role.FEDERATION,
+        community=None,
+        label="demo federation key",
+        now=utc_now(),
+    )
+    treasurer_community = summary.communities[0]
+    treasurer, treasurer_secret = key_store.create_key(
+        engine,
+        role=key_store.Role.TREASURER,
+        community=treasurer_community,
+        label=f"demo treasurer of {treasurer_community}",
+        now=utc_now(),
+    )
+    print("\nKeys for the tour (shown once; `heartleaf keys revoke ID` to revoke):")
+    print(f"  export FEDERATION_KEY={federation_secret}   # key {federation.id}, role federation")
+    print(
+        f"  export TREASURER_KEY={treasurer_secret}"
+        f"   # key {treasurer.id}, treasurer of {treasurer_community}"
+    )
+    print("\nDemo federation:")
+    for field in dataclasses.fields(summary):
+        print(f"  {field.name}: {getattr(summary, field.name)}")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    record, secret = key_store.create_key(
+        _ready_engine(),
+        role=key_store.Role(args.role),
+        community=args.community,
+        label=args.label,
+        now=utc_now(),
+    )
+    print(secret)
+    print(
+        f"key {record.id} ({record.role}{' of ' + record.community if record.community else ''}): "
+        "store it now, it is not shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    print(
+        f"{'id':>4}  {'prefix':<10} {'role':<11} {'community':<14} "
+        f"{'last used':<20} {'revoked':<20} label"
+    )
+    for record in key_store.list_keys(_ready_engine()):
+        print(
+            f"{record.id:>4}  {record.prefix:<10} {record.role:<11} {record.community or '-':<14} "
+            f"{_when(record.last_used_at):<20} {_when(record.revoked_at):<20} {record.label}"
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    record = key_store.revoke_key(_ready_engine(), args.key_id, utc_now())
+    print(f"key {record.id} revoked at {_when(record.revoked_at)}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    engine = _ready_engine()
+    show = sys.stderr.isatty() or args.progress
+
+    def progress(done: int, total: int) -> None:
+        if show and total:
+            filled = int(30 * done / total)
+            print(
+                f"\rverifying history [{'#' * filled}{'.' * (30 - filled)}] "
+                f"{done:,}/{total:,} rows",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    violations = verify(engine, progress=progress)
+    if show:
+        print(file=sys.stderr)
+    for violation in violations:
+        print(violation)
+    if violations:
+        print(f"{len(violations)} violation(s) found", file=sys.stderr)
+        return 1
+    print("the ledger is sound: every invariant holds", file=sys.stderr)
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from api.openapi import document  # noqa: PLC0415
+
+    sys.stdout.write(yaml.safe_dump(document(), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def _when(instant: object) -> str:
+    return "-" if instant is None else f"{instant:%Y-%m-%d %H:%M:%S}"
+
+
+def _display(url: str) -> str:
+    return url.rsplit("@", maxsplit=1)[-1] if "@" in url else url
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="heartleaf",
+        description="Heartleaf: the shared ledger of a federation of communities "
+        "(Hearts and Leaves). "
+        "DATABASE_URL picks the database (default: SQLite at $HEARTLEAF_DATA_DIR/heartleaf.db, "
+        "HEARTLEAF_DATA_DIR defaulting to ./data).",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="serve the REST API", description="Serve the REST API with uvicorn."
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1; use PostgreSQL for more)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", help="do not log each request"
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    database = commands.add_parser(
+        "db", help="database schema", description="Manage the database schema."
+    )
+    database_commands = database.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = database_commands.add_parser(
+        "upgrade",
+        help="migrate the database to the newest schema",
+        description="Apply every pending Alembic migration.",
+    )
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+
+    demo = commands.add_parser(
+        "demo",
+        help="seed the demo federation and print keys for the tour",
+        description="Seed four communities, their Hearts, the shared Leaves, accounts and a few "
+        "hundred transactions (nothing is written when they are there already), then print a new "
+        "federation key "
+        "and a new treasurer key.",
+    )
+    demo.add_argument(
+        "--if-empty", action="store_true", help="stay quiet when the demo is already seeded"
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    keys = commands.add_parser(
+        "keys", help="API keys", description="Create, list and revoke API keys."
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    create = keys_commands.add_parser(
+        "create",
+        help="create a key (printed once)",
+        description="Create an API key; the key is printed once on stdout.",
+    )
+    create.add_argument("--role", required=True, choices=[str(r) for r in key_store.Role])
+    create.add_argument("--community", help="the community of a treasurer or viewer key")
+    create.add_argument("--label", required=True, help="who or what uses the key")
+    create.set_defaults(handler=cmd_keys_create)
+    listing = keys_commands.add_parser(
+        "list", help="list keys", description="List keys (never their secrets)."
+    )
+    listing.set_defaults(handler=cmd_keys_list)
+    revoke = keys_commands.add_parser(
+        "revoke", help="revoke a key", description="Revoke a key at once."
+    )
+    revoke.add_argument("key_id", type=int, help="the key's id (see `keys list`)")
+    revoke.set_defaults(handler=cmd_keys_revoke)
+
+    check = commands.add_parser(
+        "verify",
+        help="check every ledger invariant",
+        description="Check every invariant from the stored rows; exit status 1 on any violation.",
+    )
+    check.add_argument(
+        "--progress", action="store_true", help="show the progress bar even when not on a terminal"
+    )
+    check.set_defaults(handler=cmd_verify)
+
+    openapi = commands.add_parser(
+        "openapi",
+        help="print the OpenAPI document (YAML)",
+        description="Print the OpenAPI document the app serves, as YAML.",
+    )
+    openapi.set_defaults(handler=cmd_openapi)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except (CliError, LedgerError) as error:
+        print(f"heartleaf: error: {getattr(error, 'detail', error)}", file=sys.stderr)
+        return 2
+    except (OperationalError, ProgrammingError) as error:
+        print(
+            "heartleaf: error: the database is not usable: "
+            + str(error.orig).strip().splitlines()[0],
+            file=sys.stderr,
+        )
+        return 2
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
