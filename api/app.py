@@ -84,6 +84,19 @@ IdempotencyKey = Annotated[
         description="Same as `client_id` in the body, for clients that prefer a header.",
     ),
 ]
+RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+InstantQuery = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        pattern=RFC3339,
+        description="An RFC 3339 instant with its offset.",
+        examples=["2026-11-25T09:00:00Z"],
+    ),
+]
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer hl_…`.")
 
 
@@ -326,6 +339,17 @@ def _draft(body: TransactionCreate, client_id: str | None) -> model.TransactionD
     )
 
 
+def _instant(text_value: str | None, name: str) -> dt.datetime | None:
+    if text_value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text_value.replace("z", "Z")).astimezone(dt.UTC)
+    except ValueError as error:
+        raise LedgerError(
+            Code.INVALID_REQUEST, f"{name} is not a valid instant: {error}.", field=name
+        ) from error
+
+
 def _etag(account: model.Account) -> str:
     return f'"{account.version}"'
 
@@ -519,18 +543,13 @@ def get_balance(
     account_id: AccountIdPath,
     state: StateDep,
     principal: PrincipalDep,
-    as_of: Annotated[dt.datetime | None, Query(description="RFC 3339 instant with offset.")] = None,
+    as_of: InstantQuery = None,
 ) -> BalancePublic:
     """The balance now, or as it stood at `as_of`."""
     account = _visible_account(state, principal, account_id)
-    if as_of is not None and as_of.tzinfo is None:
-        raise LedgerError(
-            Code.INVALID_REQUEST,
-            "as_of needs a UTC offset, e.g. 2026-11-25T09:00:00Z.",
-            field="as_of",
-        )
-    balance = state.ledger.balance(account_id, as_of=as_of)
-    return _balance_view(account_id, account.currency, balance, as_of)
+    instant = _instant(as_of, "as_of")
+    balance = state.ledger.balance(account_id, as_of=instant)
+    return _balance_view(account_id, account.currency, balance, instant)
 
 
 @v1.get(
@@ -540,19 +559,20 @@ def get_statement(
     account_id: AccountIdPath,
     state: StateDep,
     principal: PrincipalDep,
-    since: Annotated[
-        dt.datetime | None, Query(description="From this instant (inclusive).")
-    ] = None,
-    until: Annotated[dt.datetime | None, Query(description="Before this instant.")] = None,
+    since: InstantQuery = None,
+    until: InstantQuery = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
 ) -> Page[StatementLinePublic]:
     """The account's history in ledger order, each line with the balance after it."""
     account = _visible_account(state, principal, account_id)
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise LedgerError(Code.INVALID_REQUEST, f"{name} needs a UTC offset.", field=name)
-    page = state.ledger.statement(account_id, since=since, until=until, cursor=cursor, limit=limit)
+    page = state.ledger.statement(
+        account_id,
+        since=_instant(since, "since"),
+        until=_instant(until, "until"),
+        cursor=cursor,
+        limit=limit,
+    )
     items = [
         StatementLinePublic(
             entry_id=line.entry_id,
@@ -677,8 +697,8 @@ def list_transactions(
         str | None, Query(max_length=100, description="Matches itself and subcategories.")
     ] = None,
     status: Annotated[model.TransactionStatus | None, Query()] = None,
-    since: Annotated[dt.datetime | None, Query()] = None,
-    until: Annotated[dt.datetime | None, Query()] = None,
+    since: InstantQuery = None,
+    until: InstantQuery = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 100,
 ) -> Page[TransactionPublic]:
@@ -689,16 +709,13 @@ def list_transactions(
         community = principal.community
     if account_id is not None:
         _visible_account(state, principal, account_id)
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise LedgerError(Code.INVALID_REQUEST, f"{name} needs a UTC offset.", field=name)
     page = state.ledger.list_transactions(
         community=community,
         account_id=account_id,
         category=category,
         status=status,
-        since=since,
-        until=until,
+        since=_instant(since, "since"),
+        until=_instant(until, "until"),
         cursor=cursor,
         limit=limit,
     )

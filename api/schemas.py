@@ -6,9 +6,18 @@ nothing: ``"12"`` is not an amount, ``12.0`` is not an amount."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+)
 
 from ledger.model import (
     AccountStatus,
@@ -39,18 +48,19 @@ CurrencyCode = Annotated[
         examples=["HRB"],
     ),
 ]
-ClientId = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=128,
-        pattern=r"^[\x21-\x7e]+$",
+ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+
+
+def client_id_field() -> Any:
+    return Field(
+        None,
         description="Your own id for this request. Retrying with the same id and the same content "
         "returns the original result; the same id with different content is refused "
         "(idempotency_conflict). Printable ASCII without spaces.",
         examples=["2026-11-import-0001"],
-    ),
-]
+    )
+
+
 Amount = Annotated[
     StrictInt,
     Field(
@@ -69,6 +79,21 @@ Metadata = Annotated[
     Field(
         description="Free-form JSON object kept with the record.", examples=[{"shift": "morning"}]
     ),
+]
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _iso_date(value: object) -> dt.date:
+    if not isinstance(value, str) or not ISO_DATE.match(value):
+        raise ValueError("a date is text of the form YYYY-MM-DD")
+    return dt.date.fromisoformat(value)
+
+
+# Dates travel as "YYYY-MM-DD" text only (pydantic alone would also take a number of days).
+IsoDate = Annotated[
+    dt.date,
+    BeforeValidator(_iso_date),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": ISO_DATE.pattern}),
 ]
 AccountId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1, description="Account id.", examples=[2])]
 
@@ -135,7 +160,7 @@ class CommunityCreate(Strict):
     name: str = Field(
         min_length=1, max_length=200, description="Display name.", examples=["Riverbend Commons"]
     )
-    client_id: ClientId | None = None
+    client_id: ClientId | None = client_id_field()
 
 
 class CommunityPublic(BaseModel):
@@ -163,7 +188,7 @@ class CurrencyCreate(Strict):
         description="The issuing community; null means the federation.",
         examples=["riverbend"],
     )
-    client_id: ClientId | None = None
+    client_id: ClientId | None = client_id_field()
 
 
 class CurrencyPublic(BaseModel):
@@ -222,7 +247,7 @@ class AccountCreate(Strict):
         None, description="The ceiling for posted + pending credits; null: none.", examples=[500000]
     )
     metadata: Metadata = Field(default_factory=dict)
-    client_id: ClientId | None = None
+    client_id: ClientId | None = client_id_field()
 
 
 class AccountUpdate(Strict):
@@ -237,7 +262,9 @@ class AccountUpdate(Strict):
         description="open, frozen or closed (closing needs a zero balance).",
         examples=["frozen"],
     )
-    metadata: Metadata | None = Field(None, description="Replaces the metadata.")
+    metadata: Metadata | None = Field(
+        None, description="Replaces the metadata.", examples=[{"shift": "evening"}]
+    )
 
 
 class AccountPublic(BaseModel):
@@ -312,7 +339,7 @@ class TransactionCreate(Strict):
     postings: list[PostingCreate] = Field(
         min_length=1, max_length=128, description="Applied all together or not at all."
     )
-    client_id: ClientId | None = None
+    client_id: ClientId | None = client_id_field()
     memo: str | None = Field(
         None, max_length=500, description="Free text for people.", examples=["Childcare, Tuesday"]
     )
@@ -330,9 +357,9 @@ class TransactionCreate(Strict):
         examples=["INV-2026-11-7"],
     )
     metadata: Metadata = Field(default_factory=dict)
-    effective_date: dt.date | None = Field(
+    effective_date: IsoDate | None = Field(
         None,
-        description="Stored and filterable; does not reorder history.",
+        description="YYYY-MM-DD. Stored and filterable; does not reorder history.",
         examples=["2026-11-01"],
     )
     pending: StrictBool = Field(
@@ -411,7 +438,7 @@ class PendingPost(Strict):
 
 
 class ReversalCreate(Strict):
-    client_id: ClientId | None = None
+    client_id: ClientId | None = client_id_field()
     memo: str | None = Field(
         None, max_length=500, description="Why it is reversed.", examples=["Entered twice"]
     )
@@ -433,7 +460,7 @@ class KeyCreate(Strict):
         description="Who or what uses it.",
         examples=["Riverbend treasurer laptop"],
     )
-    client_id: ClientId | None = None
+    client_id: ClientId | None = client_id_field()
 
 
 class KeyPublic(BaseModel):
@@ -484,6 +511,3 @@ class Health(BaseModel):
     migrations: str | None = Field(
         default=None, description="Schema revision check.", examples=["at head"]
     )
-
-
-AsOf = Annotated[AwareDatetime, Field(description="RFC 3339 with offset.")]
