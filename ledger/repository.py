@@ -225,34 +225,43 @@ def account_ids_of_community(connection: Connection, community_id: int) -> Seque
 # -- transactions -------------------------------------------------------------------------
 
 
+_TRANSACTIONS_BY_CLIENT_ID = select(transactions).where(
+    transactions.c.idempotency_scope == bindparam("scope"),
+    transactions.c.client_id.in_(bindparam("client_ids", expanding=True)),
+)
+_INSERT_TRANSACTIONS = insert(transactions).returning(
+    transactions.c.id, sort_by_parameter_order=True
+)
+_INSERT_POSTINGS = insert(postings)
+_INSERT_ENTRIES = insert(entries)
+_INSERT_HOLDS = insert(holds)
+_INSERT_EVENTS = insert(events)
+
+
 def transactions_by_client_id(
     connection: Connection, scope: str, client_ids: Sequence[str]
 ) -> Sequence[RowMapping]:
-    statement = select(transactions).where(
-        transactions.c.idempotency_scope == scope,
-        transactions.c.client_id.in_(bindparam("client_ids", expanding=True)),
-    )
-    return connection.execute(statement, {"client_ids": list(client_ids)}).mappings().all()
+    parameters = {"scope": scope, "client_ids": list(client_ids)}
+    return connection.execute(_TRANSACTIONS_BY_CLIENT_ID, parameters).mappings().all()
 
 
 def insert_transactions(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    statement = insert(transactions).returning(transactions.c.id, sort_by_parameter_order=True)
-    return [int(value) for value in connection.execute(statement, rows).scalars().all()]
+    return [int(value) for value in connection.execute(_INSERT_TRANSACTIONS, rows).scalars().all()]
 
 
 def insert_postings(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        connection.execute(insert(postings), rows)
+        connection.execute(_INSERT_POSTINGS, rows)
 
 
 def insert_entries(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        connection.execute(insert(entries), rows)
+        connection.execute(_INSERT_ENTRIES, rows)
 
 
 def insert_holds(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        connection.execute(insert(holds), rows)
+        connection.execute(_INSERT_HOLDS, rows)
 
 
 def delete_holds(connection: Connection, transaction_id: int) -> None:
@@ -461,6 +470,14 @@ def statement_page(
 # -- the event feed --------------------------------------------------------------------------
 
 
+_RESERVE_EVENTS = (
+    update(counters)
+    .where(counters.c.name == EVENT_COUNTER)
+    .values(value=counters.c.value + bindparam("count"))
+    .returning(counters.c.value)
+)
+
+
 def reserve_event_sequences(connection: Connection, count: int) -> int:
     """Reserve ``count`` feed positions and return the first.
 
@@ -474,19 +491,13 @@ def reserve_event_sequences(connection: Connection, count: int) -> int:
     is that commits queue on this one row for the length of a commit; it is the price of
     an exact order, and far cheaper than serializing whole transactions.
     """
-    statement = (
-        update(counters)
-        .where(counters.c.name == EVENT_COUNTER)
-        .values(value=counters.c.value + count)
-        .returning(counters.c.value)
-    )
-    last = int(connection.execute(statement).scalar_one())
+    last = int(connection.execute(_RESERVE_EVENTS, {"count": count}).scalar_one())
     return last - count + 1
 
 
 def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        connection.execute(insert(events), rows)
+        connection.execute(_INSERT_EVENTS, rows)
 
 
 def events_after(connection: Connection, after: int, limit: int) -> Sequence[RowMapping]:

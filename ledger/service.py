@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection, Engine, RowMapping
@@ -91,6 +92,7 @@ class _LockedAccount:
 
     id: int
     community_id: int
+    currency_id: int
     currency: str
     status: str
     min_balance: int | None
@@ -358,24 +360,26 @@ class Ledger:
             raise LedgerError(Code.BATCH_TOO_LARGE, field="transactions")
         shape_errors = [_shape_error(draft) for draft in drafts]
         hashes = [_request_hash(draft) for draft in drafts]
+        # A single new transaction skips the client-id lookup and lets the unique index
+        # catch a reuse: a replay then costs one rolled-back attempt, a new one a query less.
+        look_up = len(drafts) > 1
+        arguments: dict[str, Any] = {
+            "drafts": drafts,
+            "shape_errors": shape_errors,
+            "hashes": hashes,
+            "scope": scope,
+            "atomic": atomic,
+        }
         for _attempt in range(3):
             try:
-                return self._write(
-                    lambda connection: self._post_batch(
-                        connection, drafts, shape_errors, hashes, scope, atomic
-                    )
-                )
+                return self._write(partial(self._post_batch, look_up=look_up, **arguments))
             except _ExpiryNeeded as needed:
                 self.expire_overdue(up_to=needed.up_to)
             except IntegrityError:
-                # Another writer committed one of our client ids between our idempotency
-                # lookup and our insert; the next attempt finds it and replays it.
-                continue
-        return self._write(
-            lambda connection: self._post_batch(
-                connection, drafts, shape_errors, hashes, scope, atomic
-            )
-        )
+                # The client id is taken (by an earlier request, or by a concurrent writer
+                # since our lookup): the next attempt looks it up and replays or refuses.
+                look_up = True
+        return self._write(partial(self._post_batch, **arguments))
 
     def _post_batch(
         self,
@@ -385,6 +389,8 @@ class Ledger:
         hashes: list[str],
         scope: str,
         atomic: bool,
+        *,
+        look_up: bool = True,
     ) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(drafts)
         for index, error in enumerate(shape_errors):
@@ -400,7 +406,7 @@ class Ledger:
                 row["client_id"]: row
                 for row in repo.transactions_by_client_id(connection, scope, sorted(client_ids))
             }
-            if client_ids
+            if client_ids and look_up
             else {}
         )
         replayed_ids = [int(row["id"]) for row in stored.values()]
@@ -429,7 +435,9 @@ class Ledger:
         now = self.clock()
         newest = max((a.last_entry_at for a in locked.values() if a.last_entry_at), default=now)
         horizon = max(now, newest + ONE_MICROSECOND) + len(drafts) * ONE_MICROSECOND
-        if locked and repo.overdue_hold_transactions(connection, list(locked), horizon):
+        # Holds exist only where something is pending, so most writes skip the lookup.
+        holding = [a.id for a in locked.values() if a.debits_pending or a.credits_pending]
+        if holding and repo.overdue_hold_transactions(connection, holding, horizon):
             raise _ExpiryNeeded(horizon)
 
         accepted: list[tuple[int, TransactionDraft, dt.datetime]] = []
@@ -526,7 +534,6 @@ class Ledger:
         entry_rows: list[dict[str, Any]] = []
         hold_rows: list[dict[str, Any]] = []
         events: list[tuple[EventKind, int | None, int | None, tuple[int, ...]]] = []
-        currency_ids = _currency_ids(connection)
         results: list[Transaction] = []
         for (_index, draft, at), transaction_id, row in zip(
             accepted, transaction_ids, transaction_rows, strict=True
@@ -539,7 +546,7 @@ class Ledger:
                         "index": position,
                         "source_account_id": posting.source_account_id,
                         "destination_account_id": posting.destination_account_id,
-                        "currency_id": currency_ids[posting.currency],
+                        "currency_id": before[posting.source_account_id].currency_id,
                         "amount": posting.amount,
                         "amount_posted": None,
                     }
@@ -1256,10 +1263,6 @@ def _moved(posting: Posting) -> int:
     return posting.amount if posting.amount_posted is None else posting.amount_posted
 
 
-def _currency_ids(connection: Connection) -> dict[str, int]:
-    return {row["code"]: int(row["id"]) for row in repo.list_currencies(connection)}
-
-
 def _page_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= PAGE_LIMIT_MAX:
         raise LedgerError(
@@ -1335,6 +1338,7 @@ def _locked_from_row(row: Any) -> _LockedAccount:
     return _LockedAccount(
         id=row.id,
         community_id=row.community_id,
+        currency_id=row.currency_id,
         currency=row.code,
         status=row.status,
         min_balance=row.min_balance,
