@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -63,6 +63,41 @@ TIMEOUT_SECONDS_MAX: Final = 90 * 86_400
 EXPIRY_CHUNK: Final = 500
 ONE_MICROSECOND: Final = dt.timedelta(microseconds=1)
 TEXT_LIMITS: Final = {"client_id": 128, "memo": 500, "category": 100, "external_ref": 200}
+
+
+class WriteHook(Protocol):
+    """Rules and records of a layer above, run inside the posting's unit of work."""
+
+    def check(self, connection: Connection, now: dt.datetime) -> None:
+        """Raise ``LedgerError`` to refuse; the touched accounts are already locked."""
+
+    def record(self, connection: Connection, transaction: Transaction) -> None:
+        """Write the layer's own rows for a transaction just written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """Value that moved for real (posted, not held) between two communities' accounts."""
+
+    transaction_id: int
+    source_account_id: int
+    destination_account_id: int
+    source_community_id: int
+    destination_community_id: int
+    currency_id: int
+    amount: int
+    at: dt.datetime
+    reverses_id: int | None  # set when this movement undoes transaction ``reverses_id``
+
+
+class MovementObserver(Protocol):
+    """A layer above that follows value crossing between communities (exchange/'s
+    reciprocity), inside the unit of work that moves it."""
+
+    def observe(
+        self, connection: Connection, ledger: Ledger, movements: Sequence[Movement]
+    ) -> None:
+        """Record the movements; raise ``LedgerError`` to refuse the whole write."""
 
 
 class _Unset:
@@ -107,9 +142,15 @@ class _LockedAccount:
 
 
 class Ledger:
-    def __init__(self, engine: Engine, clock: Callable[[], dt.datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], dt.datetime] = utc_now,
+        observers: Sequence[MovementObserver] = (),
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.observers = tuple(observers)
 
     # -- communities and currencies -----------------------------------------------------
 
@@ -125,7 +166,7 @@ class Ledger:
             _emit(connection, now, [(EventKind.COMMUNITY_CREATED, None, None, (community_id,))])
             return Community(community_id, slug, name, status, now)
 
-        return self._write(work)
+        return self._write_unique(work, Code.COMMUNITY_EXISTS, field="slug")
 
     def get_community(self, slug: str) -> Community:
         return self._read(lambda connection: _community(connection, slug))
@@ -183,7 +224,7 @@ class Ledger:
             _emit(connection, now, [(EventKind.CURRENCY_CREATED, None, None, communities)])
             return _currency(connection, code)
 
-        return self._write(work)
+        return self._write_unique(work, Code.CURRENCY_EXISTS, field="code")
 
     def get_currency(self, code: str) -> Currency:
         return self._read(lambda connection: _currency(connection, code))
@@ -243,7 +284,7 @@ class Ledger:
             _emit(connection, now, [(EventKind.ACCOUNT_CREATED, None, account_id, (owner.id,))])
             return self._account(connection, account_id, now)
 
-        return self._write(work)
+        return self._write_unique(work, Code.ACCOUNT_NAME_TAKEN, field="name")
 
     def get_account(self, account_id: int) -> Account:
         return self._read(lambda connection: self._account(connection, account_id, self.clock()))
@@ -296,6 +337,9 @@ class Ledger:
             if not rows:
                 raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
             now = self.clock()
+            pending = rows[0].debits_pending or rows[0].credits_pending
+            if pending and repo.overdue_hold_transactions(connection, [account_id], now):
+                raise _ExpiryNeeded(now)  # judge and store the change on released holds
             current = self._account(connection, account_id, now)
             if expected_version is not None and expected_version != current.version:
                 raise LedgerError(
@@ -331,7 +375,7 @@ class Ledger:
             _emit(connection, now, [(EventKind.ACCOUNT_CHANGED, None, account_id, (community_id,))])
             return self._account(connection, account_id, now)
 
-        return self._write(work)
+        return self._write_after_expiry(work)
 
     def communities_of_accounts(self, account_ids: Iterable[int]) -> dict[int, str]:
         """The community slug of each account that exists (missing ids are left out)."""
@@ -340,15 +384,25 @@ class Ledger:
 
     # -- posting -----------------------------------------------------------------------------
 
-    def post_transaction(self, draft: TransactionDraft, *, scope: str = "") -> Outcome:
-        """Post one transaction; raises the ``LedgerError`` of the rule that refused it."""
-        (outcome,) = self.post_transactions([draft], scope=scope)
+    def post_transaction(
+        self, draft: TransactionDraft, *, scope: str = "", hook: WriteHook | None = None
+    ) -> Outcome:
+        """Post one transaction; raises the ``LedgerError`` of the rule that refused it.
+
+        ``hook`` lets a layer above (exchange/) check its own rules and record its own rows
+        inside the same unit of work, after the accounts are locked."""
+        (outcome,) = self.post_transactions([draft], scope=scope, hook=hook)
         if outcome.error is not None:
             raise outcome.error
         return outcome
 
     def post_transactions(
-        self, drafts: Sequence[TransactionDraft], *, scope: str = "", atomic: bool = False
+        self,
+        drafts: Sequence[TransactionDraft],
+        *,
+        scope: str = "",
+        atomic: bool = False,
+        hook: WriteHook | None = None,
     ) -> list[Outcome]:
         """Post a batch: one outcome per draft, in order, all in one unit of work.
 
@@ -362,8 +416,9 @@ class Ledger:
         hashes = [_request_hash(draft) for draft in drafts]
         # A single new transaction skips the client-id lookup and lets the unique index
         # catch a reuse: a replay then costs one rolled-back attempt, a new one a query less.
-        look_up = len(drafts) > 1
+        look_up = len(drafts) > 1 or hook is not None
         arguments: dict[str, Any] = {
+            "hook": hook,
             "drafts": drafts,
             "shape_errors": shape_errors,
             "hashes": hashes,
@@ -372,13 +427,24 @@ class Ledger:
         }
         for _attempt in range(3):
             try:
-                return self._write(partial(self._post_batch, look_up=look_up, **arguments))
+                outcomes = self._write(partial(self._post_batch, look_up=look_up, **arguments))
             except _ExpiryNeeded as needed:
                 self.expire_overdue(up_to=needed.up_to)
+                continue
             except IntegrityError:
                 # The client id is taken (by an earlier request, or by a concurrent writer
                 # since our lookup): the next attempt looks it up and replays or refuses.
                 look_up = True
+                continue
+            refused_with_id = any(
+                o.error is not None and d.client_id is not None
+                for o, d in zip(outcomes, drafts, strict=True)
+            )
+            if look_up or not refused_with_id:
+                return outcomes
+            # Refused without the lookup: it may be the retry of a request stored earlier,
+            # which must get its first answer back. Nothing was written; look and retry.
+            look_up = True
         return self._write(partial(self._post_batch, **arguments))
 
     def _post_batch(
@@ -391,6 +457,9 @@ class Ledger:
         atomic: bool,
         *,
         look_up: bool = True,
+        hook: WriteHook | None = None,
+        reversal_of: int | None = None,
+        observe: bool = True,
     ) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(drafts)
         for index, error in enumerate(shape_errors):
@@ -439,6 +508,8 @@ class Ledger:
         holding = [a.id for a in locked.values() if a.debits_pending or a.credits_pending]
         if holding and repo.overdue_hold_transactions(connection, holding, horizon):
             raise _ExpiryNeeded(horizon)
+        if hook is not None and any(o is None for o in outcomes):
+            hook.check(connection, now)
 
         accepted: list[tuple[int, TransactionDraft, dt.datetime]] = []
         first_by_client_id: dict[str, int] = {}
@@ -476,7 +547,12 @@ class Ledger:
         if atomic and any(o is not None and o.error is not None for o in outcomes):
             return _atomic_failure(outcomes)
 
-        written = self._write_accepted(connection, accepted, before, hashes, scope)
+        written = self._write_accepted(
+            connection, accepted, before, hashes, scope, reversal_of if observe else _UNOBSERVED
+        )
+        if hook is not None:
+            for transaction in written:
+                hook.record(connection, transaction)
         for (index, _draft, _at), transaction in zip(accepted, written, strict=True):
             outcomes[index] = Outcome(transaction, None)
         for index, draft in enumerate(drafts):
@@ -495,6 +571,7 @@ class Ledger:
         before: dict[int, _LockedAccount],
         hashes: list[str],
         scope: str,
+        reversal_of: int | _Unobserved | None,
     ) -> list[Transaction]:
         """Write the accepted drafts, replaying them from the balances ``before`` the batch
         so every history row carries the running balance right after its own posting."""
@@ -534,12 +611,34 @@ class Ledger:
         entry_rows: list[dict[str, Any]] = []
         hold_rows: list[dict[str, Any]] = []
         events: list[tuple[EventKind, int | None, int | None, tuple[int, ...]]] = []
+        movements: list[Movement] = []
         results: list[Transaction] = []
         for (_index, draft, at), transaction_id, row in zip(
             accepted, transaction_ids, transaction_rows, strict=True
         ):
             held: dict[int, list[int]] = {}
             for position, posting in enumerate(draft.postings):
+                source, destination = (
+                    before[posting.source_account_id],
+                    before[posting.destination_account_id],
+                )
+                if not draft.pending and source.community_id != destination.community_id:
+                    if reversal_of is None:
+                        movements.append(
+                            _movement(transaction_id, source, destination, posting.amount, at, None)
+                        )
+                    elif not isinstance(reversal_of, _Unobserved):
+                        # A reversal undoes the original movement rather than adding one back.
+                        movements.append(
+                            _movement(
+                                transaction_id,
+                                destination,
+                                source,
+                                -posting.amount,
+                                at,
+                                reversal_of,
+                            )
+                        )
                 posting_rows.append(
                     {
                         "transaction_id": transaction_id,
@@ -592,7 +691,31 @@ class Ledger:
         repo.insert_holds(connection, hold_rows)
         repo.update_account_balances(connection, [_balance_update(a) for a in history.values()])
         _emit(connection, accepted[-1][2], events)
+        self._notify(connection, movements)
         return results
+
+    def post_within(self, connection: Connection, draft: TransactionDraft) -> Transaction:
+        """Post ``draft`` inside a unit of work already open (an observer's own bookkeeping),
+        all or nothing with it; observers are not told of it."""
+        (outcome,) = self._post_batch(
+            connection,
+            [draft],
+            [_shape_error(draft)],
+            [_request_hash(draft)],
+            "",
+            True,
+            look_up=draft.client_id is not None,
+            observe=False,
+        )
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.transaction is not None
+        return outcome.transaction
+
+    def _notify(self, connection: Connection, movements: list[Movement]) -> None:
+        if movements:
+            for observer in self.observers:
+                observer.observe(connection, self, movements)
 
     # -- two-phase ---------------------------------------------------------------------------
 
@@ -651,12 +774,7 @@ class Ledger:
             self._release(connection, row, postings, posted_amounts, locked, kind, outcome, at)
             return self._transactions(connection, [transaction_id])[0]
 
-        for _attempt in range(3):
-            try:
-                return self._write(work)
-            except _ExpiryNeeded as needed:
-                self.expire_overdue(up_to=needed.up_to)
-        return self._write(work)
+        return self._write_after_expiry(work)
 
     def _release(
         self,
@@ -672,10 +790,13 @@ class Ledger:
         """Release a transaction's holds, moving ``posted_amounts`` for real, at ``at``."""
         transaction_id = int(row["id"])
         entry_rows = []
+        movements = []
         for posting, amount in zip(postings, posted_amounts, strict=True):
             source = locked[posting["source_account_id"]]
             destination = locked[posting["destination_account_id"]]
             held = posting["amount"]
+            if amount and source.community_id != destination.community_id:
+                movements.append(_movement(transaction_id, source, destination, amount, at, None))
             entry_rows.append(
                 _entry(source, _Change(-amount, -held, 0), transaction_id, destination.id, kind, at)
             )
@@ -698,6 +819,7 @@ class Ledger:
             connection, transaction_id, {"status": str(status), "resolved_at": at}
         )
         repo.delete_holds(connection, transaction_id)
+        self._notify(connection, movements)
         event_kind = {
             TransactionStatus.POSTED: EventKind.PENDING_POSTED,
             TransactionStatus.VOIDED: EventKind.PENDING_VOIDED,
@@ -808,7 +930,13 @@ class Ledger:
             # Accounts first, then the transaction row: the lock order every writer keeps.
             # The check above answers the common case early; this one settles a race.
             (outcome,) = self._post_batch(
-                connection, [draft], [_shape_error(draft)], hashes, scope, False
+                connection,
+                [draft],
+                [_shape_error(draft)],
+                hashes,
+                scope,
+                False,
+                reversal_of=transaction_id,
             )
             if outcome.error is not None:
                 raise outcome.error
@@ -832,12 +960,7 @@ class Ledger:
             )
             return Outcome(self._transactions(connection, [reversal_id])[0], None)
 
-        for _attempt in range(3):
-            try:
-                return self._write(work)
-            except _ExpiryNeeded as needed:
-                self.expire_overdue(up_to=needed.up_to)
-        return self._write(work)
+        return self._write_after_expiry(work)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -948,6 +1071,23 @@ class Ledger:
 
     def _write(self, work: Callable[[Connection], T]) -> T:
         return run_in_transaction(self.engine, work, write=True)
+
+    def _write_unique(self, work: Callable[[Connection], T], code: Code, *, field: str) -> T:
+        """A create whose look-up found no clash; a concurrent create of the same name that
+        commits first makes the unique index refuse ours, with the same answer."""
+        try:
+            return self._write(work)
+        except IntegrityError as error:
+            raise LedgerError(code, field=field) from error
+
+    def _write_after_expiry(self, work: Callable[[Connection], T]) -> T:
+        """A write that may meet lapsed holds on its accounts: release them, then retry."""
+        for _attempt in range(3):
+            try:
+                return self._write(work)
+            except _ExpiryNeeded as needed:
+                self.expire_overdue(up_to=needed.up_to)
+        return self._write(work)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         return run_in_transaction(self.engine, work, write=False)
@@ -1134,6 +1274,34 @@ def _idempotency_conflict(transaction_id: int) -> LedgerError:
     )
 
 
+class _Unobserved:
+    """Marks a write whose movements no observer is told of."""
+
+
+_UNOBSERVED: Final = _Unobserved()
+
+
+def _movement(
+    transaction_id: int,
+    source: _LockedAccount,
+    destination: _LockedAccount,
+    amount: int,
+    at: dt.datetime,
+    reverses_id: int | None,
+) -> Movement:
+    return Movement(
+        transaction_id=transaction_id,
+        source_account_id=source.id,
+        destination_account_id=destination.id,
+        source_community_id=source.community_id,
+        destination_community_id=destination.community_id,
+        currency_id=source.currency_id,
+        amount=amount,
+        at=at,
+        reverses_id=reverses_id,
+    )
+
+
 def _request_hash(draft: TransactionDraft) -> str:
     """SHA-256 of the draft's canonical JSON: what "the same request" means."""
     canonical = {
@@ -1202,6 +1370,16 @@ def _balance_update(account: _LockedAccount) -> dict[str, Any]:
         "new_credits_pending": account.credits_pending,
         "new_last_entry_at": account.last_entry_at,
     }
+
+
+def record_events(
+    connection: Connection,
+    at: dt.datetime,
+    events: Sequence[tuple[EventKind, int | None, int | None, tuple[int, ...]]],
+) -> None:
+    """Append (kind, transaction id, account id, community ids) events to the feed from a
+    layer above; like every writer, call it as the last write of the unit of work."""
+    _emit(connection, at, events)
 
 
 def _emit(
