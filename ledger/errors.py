@@ -57,6 +57,28 @@ class Code(StrEnum):
     ALREADY_REVERSED = "already_reversed"
     # Reading.
     CURSOR_INVALID = "cursor_invalid"
+    # Exchange (exchange/ raises these; they live here so there is one catalogue).
+    RATE_INVALID = "rate_invalid"
+    EXCHANGE_NOT_CONFIGURED = "exchange_not_configured"
+    VALUATION_MISSING = "valuation_missing"
+    ARBITRAGE_CYCLE = "arbitrage_cycle"
+    PROTOCOL_NOT_FOUND = "protocol_not_found"
+    PROPOSAL_NOT_FOUND = "proposal_not_found"
+    APPROVAL_INVALID = "approval_invalid"
+    CONVERSION_NOT_ALLOWED = "conversion_not_allowed"
+    CONVERSION_FORBIDDEN = "conversion_forbidden"
+    PROTOCOL_SUSPENDED = "protocol_suspended"
+    PROTOCOL_NOT_IN_FORCE = "protocol_not_in_force"
+    ACCOUNT_NOT_ELIGIBLE = "account_not_eligible"
+    WINDOW_CLOSED = "window_closed"
+    CONVERSION_LIMIT_EXCEEDED = "conversion_limit_exceeded"
+    CONVERSION_TOO_SMALL = "conversion_too_small"
+    QUOTE_NOT_FOUND = "quote_not_found"
+    QUOTE_EXPIRED = "quote_expired"
+    QUOTE_USED = "quote_used"
+    QUOTE_MISMATCH = "quote_mismatch"
+    PROTOCOL_CHANGED = "protocol_changed"
+    SLIPPAGE_EXCEEDED = "slippage_exceeded"
     # The HTTP edge (api/ raises these; they live here so there is one catalogue).
     MALFORMED_BODY = "malformed_body"
     UNAUTHENTICATED = "unauthenticated"
@@ -140,6 +162,59 @@ CATALOGUE: dict[Code, Rule] = {
     Code.NOT_REVERSIBLE: Rule("Only a posted transaction can be reversed.", 409, False),
     Code.ALREADY_REVERSED: Rule("The transaction was already reversed.", 409, False),
     Code.CURSOR_INVALID: Rule("The page cursor is not one Heartleaf issued.", 422, False),
+    Code.RATE_INVALID: Rule(
+        "A rate is a positive exact decimal or fraction, such as 0.045 or 9/200.", 422, False
+    ),
+    Code.EXCHANGE_NOT_CONFIGURED: Rule(
+        "The federation has not set its reference unit and own community yet.", 409, False
+    ),
+    Code.VALUATION_MISSING: Rule(
+        "The currency has no valuation in force at that time.", 409, False
+    ),
+    Code.ARBITRAGE_CYCLE: Rule(
+        "These rates would let value grow by converting round a circle of currencies.", 409, False
+    ),
+    Code.PROTOCOL_NOT_FOUND: Rule("There is no exchange protocol for this pair.", 404, False),
+    Code.PROPOSAL_NOT_FOUND: Rule(
+        "There is no such protocol change waiting for approval.", 404, False
+    ),
+    Code.APPROVAL_INVALID: Rule(
+        "A change is approved by federation keys other than the one that proposed it, once each.",
+        409,
+        False,
+    ),
+    Code.CONVERSION_NOT_ALLOWED: Rule(
+        "These currencies do not convert: the federation has set no protocol for the pair.",
+        409,
+        False,
+    ),
+    Code.CONVERSION_FORBIDDEN: Rule(
+        "The federation forbids converting between these currencies.", 409, False
+    ),
+    Code.PROTOCOL_SUSPENDED: Rule("The exchange protocol is suspended for now.", 409, True),
+    Code.PROTOCOL_NOT_IN_FORCE: Rule(
+        "The exchange protocol is not in force at this time.", 409, True
+    ),
+    Code.ACCOUNT_NOT_ELIGIBLE: Rule("This account may not make this conversion.", 403, False),
+    Code.WINDOW_CLOSED: Rule("The exchange window for this pair is closed now.", 409, True),
+    Code.CONVERSION_LIMIT_EXCEEDED: Rule(
+        "The conversion would pass a daily or monthly limit of the protocol.", 409, True
+    ),
+    Code.CONVERSION_TOO_SMALL: Rule(
+        "The amount is too small to deliver anything after fees and rounding.", 422, False
+    ),
+    Code.QUOTE_NOT_FOUND: Rule("There is no such quote.", 404, False),
+    Code.QUOTE_EXPIRED: Rule("The quote expired; ask for a new one.", 409, True),
+    Code.QUOTE_USED: Rule("The quote was already used for a conversion.", 409, False),
+    Code.QUOTE_MISMATCH: Rule(
+        "The quote was made for other currencies or another account.", 422, False
+    ),
+    Code.PROTOCOL_CHANGED: Rule(
+        "The exchange protocol changed since the quote; ask for a new one.", 409, True
+    ),
+    Code.SLIPPAGE_EXCEEDED: Rule(
+        "The current rate is worse than the slippage you allowed.", 409, True
+    ),
     Code.MALFORMED_BODY: Rule("The request body is not valid JSON.", 400, False),
     Code.UNAUTHENTICATED: Rule(
         "Send a valid API key as 'Authorization: Bearer <key>'.", 401, False

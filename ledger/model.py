@@ -67,6 +67,8 @@ class EventKind(StrEnum):
     ACCOUNT_CHANGED = "account.changed"
     COMMUNITY_CREATED = "community.created"
     CURRENCY_CREATED = "currency.created"
+    VALUATION_CHANGED = "valuation.changed"
+    PROTOCOL_CHANGED = "protocol.changed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import api.tables  # noqa: F401 - registers the API tables on the same metadata
+import exchange.tables  # noqa: F401 - and the exchange tables
 from ledger.database import make_engine
 from ledger.tables import Base
 

@@ -1,0 +1,125 @@
+"""What the exchange layer takes and gives: frozen values, rates as exact Fractions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from ledger.model import AccountType, Transaction
+
+LIMIT_NAMES = ("account_daily", "account_monthly", "community_daily", "community_monthly")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    reference_unit: str
+    federation_community: str
+    approvals_required: int
+    quote_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    currency: str
+    rate: Fraction  # reference units per one major unit
+    effective_from: dt.datetime
+    recorded_at: dt.datetime
+    recorded_by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Open when every given field matches the instant (UTC). Empty fields match anything.
+
+    ``{"months": [1, 4, 7, 10], "days": [1, 2, 3, 4, 5, 6, 7]}`` is the first week of each
+    quarter; ``{"weekdays": [0, 1, 2, 3, 4], "hours": [8, 9, …, 17]}`` is office hours
+    (weekday 0 is Monday)."""
+
+    months: tuple[int, ...] = ()
+    days: tuple[int, ...] = ()
+    weekdays: tuple[int, ...] = ()
+    hours: tuple[int, ...] = ()
+
+    def is_open(self, at: dt.datetime) -> bool:
+        at = at.astimezone(dt.UTC)
+        return (
+            (not self.months or at.month in self.months)
+            and (not self.days or at.day in self.days)
+            and (not self.weekdays or at.weekday() in self.weekdays)
+            and (not self.hours or at.hour in self.hours)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSpec:
+    """A proposed rule for converting ``from_currency`` into ``to_currency``."""
+
+    from_currency: str
+    to_currency: str
+    allowed: bool = True
+    # Target major units per source major unit; None derives the rate from valuations.
+    fixed_rate: Fraction | None = None
+    fee_bps: int = 0
+    fee_account_id: int | None = None
+    eligible_account_types: tuple[AccountType, ...] | None = None
+    eligible_account_ids: tuple[int, ...] | None = None
+    windows: tuple[Window, ...] | None = None
+    limits: dict[str, int] = field(default_factory=dict)
+    effective_from: dt.datetime | None = None
+    effective_until: dt.datetime | None = None
+    suspended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolVersion:
+    id: int
+    version: int
+    state: str  # proposed, active or rejected
+    spec: ProtocolSpec
+    proposed_at: dt.datetime
+    proposed_by: str
+    reason: str
+    approvals: tuple[str, ...]
+    activated_at: dt.datetime | None
+
+    @property
+    def effective_from(self) -> dt.datetime:
+        assert self.spec.effective_from is not None
+        return self.spec.effective_from
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    id: str
+    protocol_version_id: int
+    payer_account_id: int
+    from_currency: str
+    to_currency: str
+    source_amount: int
+    fee: int
+    source_used: int
+    residue: int
+    target_amount: int
+    rate: Fraction  # target minor units per source minor unit
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    transaction_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionRecord:
+    transaction: Transaction
+    protocol_version_id: int
+    quote_id: str | None
+    source_amount: int
+    fee: int
+    residue: int
+    target_amount: int
+    rate: Fraction
+    valuation_from: Fraction | None
+    valuation_to: Fraction | None
+    replayed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)

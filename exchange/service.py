@@ -1,0 +1,879 @@
+"""Exchange protocols, quotes and conversions, built on the ledger.
+
+A conversion is an ordinary balanced ledger transaction, written through
+``Ledger.post_transaction`` with a ``WriteHook`` so that the exchange rules (protocol in
+force, eligibility, windows, limits, the quote) are checked inside the same unit of work
+that moves the money, after the accounts are locked:
+
+    payer            -> liquidity[from]   source_used
+    payer            -> fees[from]        fee          (if any)
+    payer            -> rounding[from]    residue      (if any)
+    liquidity[to]    -> payee             target
+
+Every conversion of a pair posts to ``liquidity[from]``, so concurrent conversions of the
+pair queue on that account's lock: the limit sums read inside the hook cannot be passed
+jointly. The arithmetic lives in ``exchange.rates``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, RowMapping
+
+from exchange import rates
+from exchange import repository as repo
+from exchange.model import (
+    LIMIT_NAMES,
+    ProtocolSpec,
+    ProtocolVersion,
+    Quote,
+    Settings,
+    Valuation,
+    Window,
+)
+from ledger import repository as ledger_repository
+from ledger.database import run_in_transaction
+from ledger.errors import Code, LedgerError
+from ledger.model import (
+    Account,
+    AccountType,
+    CurrencyKind,
+    EventKind,
+    Outcome,
+    PostingDraft,
+    Transaction,
+    TransactionDraft,
+)
+from ledger.service import Ledger, record_events
+
+T = TypeVar("T")
+
+BPS = 10_000
+QUOTE_SECONDS_DEFAULT = 60
+FEDERATION_ACCOUNTS = {
+    AccountType.LIQUIDITY: "liquidity",
+    AccountType.FEES: "fees",
+    AccountType.ROUNDING: "rounding",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A conversion priced under one protocol version at one instant."""
+
+    version: ProtocolVersion
+    rate: Fraction
+    conversion: rates.Conversion
+    valuation_from: Fraction | None
+    valuation_to: Fraction | None
+
+
+class Exchange:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.engine = ledger.engine
+        self.clock = ledger.clock
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        return run_in_transaction(self.engine, work, write=True)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        return run_in_transaction(self.engine, work, write=False)
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        reference_unit: str,
+        federation_community: str,
+        approvals_required: int = 0,
+        quote_seconds: int = QUOTE_SECONDS_DEFAULT,
+    ) -> Settings:
+        """Name the reference unit (a currency of kind ``unit``) and the community that owns
+        the federation's liquidity, fee and rounding accounts."""
+        unit = self.ledger.get_currency(reference_unit)
+        if unit.kind != CurrencyKind.UNIT:
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                "The reference unit must be a currency of kind 'unit'.",
+                field="reference_unit",
+            )
+        owner = self.ledger.get_community(federation_community)
+        if not 0 <= approvals_required <= 10 or not 5 <= quote_seconds <= 3600:
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                "approvals_required is 0 to 10 and quote_seconds 5 to 3,600.",
+                field="approvals_required",
+            )
+        values = {
+            "reference_currency_id": unit.id,
+            "federation_community_id": owner.id,
+            "approvals_required": approvals_required,
+            "quote_seconds": quote_seconds,
+            "updated_at": self.clock(),
+        }
+        self._write(lambda connection: repo.save_settings(connection, values))
+        return Settings(reference_unit, federation_community, approvals_required, quote_seconds)
+
+    def settings(self) -> Settings:
+        return self._read(_settings)
+
+    # -- valuations -----------------------------------------------------------------------------
+
+    def set_valuation(
+        self,
+        currency: str,
+        rate: Fraction,
+        *,
+        by: str,
+        reason: str,
+        effective_from: dt.datetime | None = None,
+    ) -> Valuation:
+        """Value one major unit of ``currency`` in the reference unit from now (or later) on."""
+        if not isinstance(rate, Fraction) or rate <= 0:
+            raise LedgerError(Code.RATE_INVALID, field="rate")
+        held = self.ledger.get_currency(currency)
+        now = self.clock()
+        start = effective_from or now
+
+        def work(connection: Connection) -> Valuation:
+            current = _settings(connection)
+            if currency == current.reference_unit and rate != 1:
+                raise LedgerError(
+                    Code.RATE_INVALID, "The reference unit is worth exactly 1.", field="rate"
+                )
+            repo.insert_valuation(
+                connection,
+                {
+                    "currency_id": held.id,
+                    "rate_numerator": rate.numerator,
+                    "rate_denominator": rate.denominator,
+                    "effective_from": start,
+                    "recorded_at": now,
+                    "recorded_by": by,
+                    "reason": reason,
+                },
+            )
+            _check_no_arbitrage(connection, start)
+            record_events(connection, now, [(EventKind.VALUATION_CHANGED, None, None, ())])
+            return Valuation(currency, rate, start, now, by, reason)
+
+        return self._write(work)
+
+    def valuation_at(self, currency: str, at: dt.datetime | None = None) -> Valuation:
+        held = self.ledger.get_currency(currency)
+        instant = at or self.clock()
+
+        def work(connection: Connection) -> Valuation:
+            row = repo.valuation_at(connection, held.id, instant)
+            if row is None:
+                raise LedgerError(Code.VALUATION_MISSING, field="currency")
+            return _valuation(currency, row)
+
+        return self._read(work)
+
+    def valuation_history(self, currency: str) -> list[Valuation]:
+        held = self.ledger.get_currency(currency)
+        return self._read(
+            lambda connection: [
+                _valuation(currency, row) for row in repo.valuation_history(connection, held.id)
+            ]
+        )
+
+    # -- protocols ------------------------------------------------------------------------------
+
+    def propose(self, spec: ProtocolSpec, *, by: str, reason: str) -> ProtocolVersion:
+        """A new version of the pair's protocol. It is in force at once when the federation
+        asks for no approvals; otherwise once enough other federation keys approve it."""
+        source = self.ledger.get_currency(spec.from_currency)
+        target = self.ledger.get_currency(spec.to_currency)
+        if source.id == target.id:
+            raise LedgerError(
+                Code.INVALID_REQUEST, "A protocol converts between two currencies.", field="to"
+            )
+        _check_spec(spec)
+        if spec.fee_account_id is not None:
+            fee_account = self.ledger.get_account(spec.fee_account_id)
+            if fee_account.currency != spec.from_currency:
+                raise LedgerError(
+                    Code.CURRENCY_MISMATCH,
+                    "The fee account must hold the source currency.",
+                    account_id=spec.fee_account_id,
+                    field="fee_account_id",
+                )
+        now = self.clock()
+        spec = replace(spec, effective_from=spec.effective_from or now)
+
+        def work(connection: Connection) -> ProtocolVersion:
+            current = _settings(connection)
+            if spec.allowed and spec.fixed_rate is None:
+                for code, held_id in (
+                    (spec.from_currency, source.id),
+                    (spec.to_currency, target.id),
+                ):
+                    if repo.valuation_at(connection, held_id, now) is None:
+                        raise LedgerError(
+                            Code.VALUATION_MISSING,
+                            f"{code} has no valuation, so a rate cannot be derived for it.",
+                            field="rate",
+                        )
+            immediate = current.approvals_required == 0 or (spec.suspended and by != "")
+            version_id = repo.insert_protocol_version(
+                connection,
+                {
+                    **_spec_values(spec, source.id, target.id),
+                    "version": repo.next_protocol_version(connection, source.id, target.id),
+                    "state": "active" if immediate else "proposed",
+                    "proposed_at": now,
+                    "proposed_by": by,
+                    "reason": reason,
+                    "approvals": [],
+                    "activated_at": now if immediate else None,
+                },
+            )
+            if immediate:
+                _check_no_arbitrage(connection, now)
+                record_events(connection, now, [(EventKind.PROTOCOL_CHANGED, None, None, ())])
+            row = repo.protocol_version_by_id(connection, version_id)
+            assert row is not None
+            return _protocol_version(connection, row)
+
+        return self._write(work)
+
+    def approve(self, version_id: int, *, by: str) -> ProtocolVersion:
+        """Record one approval; the version comes into force with the last one needed."""
+
+        def work(connection: Connection) -> ProtocolVersion:
+            current = _settings(connection)
+            row = repo.protocol_version_by_id(connection, version_id, lock=True)
+            if row is None or row["state"] != "proposed":
+                raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="version_id")
+            if by == row["proposed_by"] or by in row["approvals"]:
+                raise LedgerError(Code.APPROVAL_INVALID, field="version_id")
+            approvals = [*row["approvals"], by]
+            now = self.clock()
+            values: dict[str, Any] = {"approvals": approvals}
+            if len(approvals) >= current.approvals_required:
+                values.update(state="active", activated_at=now)
+            repo.update_protocol_version(connection, version_id, values)
+            if "state" in values:
+                _check_no_arbitrage(connection, now)
+                record_events(connection, now, [(EventKind.PROTOCOL_CHANGED, None, None, ())])
+            updated = repo.protocol_version_by_id(connection, version_id)
+            assert updated is not None
+            return _protocol_version(connection, updated)
+
+        return self._write(work)
+
+    def suspend(
+        self, from_currency: str, to_currency: str, *, by: str, reason: str
+    ) -> ProtocolVersion:
+        """Suspend the pair at once (an emergency needs no approvals)."""
+        current = self.protocol_in_force(from_currency, to_currency)
+        if current is None:
+            raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+        spec = replace(current.spec, suspended=True, effective_from=self.clock())
+        return self.propose(spec, by=by, reason=reason)
+
+    def resume(
+        self, from_currency: str, to_currency: str, *, by: str, reason: str
+    ) -> ProtocolVersion:
+        """Propose lifting a suspension: an ordinary change, approved like any other."""
+        current = self.protocol_in_force(from_currency, to_currency)
+        if current is None:
+            raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+        return self.propose(
+            replace(current.spec, suspended=False, effective_from=self.clock()),
+            by=by,
+            reason=reason,
+        )
+
+    def protocol_in_force(
+        self, from_currency: str, to_currency: str, at: dt.datetime | None = None
+    ) -> ProtocolVersion | None:
+        source = self.ledger.get_currency(from_currency)
+        target = self.ledger.get_currency(to_currency)
+        instant = at or self.clock()
+
+        def work(connection: Connection) -> ProtocolVersion | None:
+            row = repo.protocol_in_force(connection, source.id, target.id, instant)
+            return None if row is None else _protocol_version(connection, row)
+
+        return self._read(work)
+
+    def protocol_versions(self, from_currency: str, to_currency: str) -> list[ProtocolVersion]:
+        source = self.ledger.get_currency(from_currency)
+        target = self.ledger.get_currency(to_currency)
+        return self._read(
+            lambda connection: [
+                _protocol_version(connection, row)
+                for row in repo.protocol_versions_of(connection, source.id, target.id)
+            ]
+        )
+
+    def protocols(self) -> list[ProtocolVersion]:
+        """The newest version of every pair (in force or waiting for approval)."""
+
+        def work(connection: Connection) -> list[ProtocolVersion]:
+            newest = []
+            for from_id, to_id in repo.protocol_pairs(connection):
+                versions = repo.protocol_versions_of(connection, from_id, to_id)
+                newest.append(_protocol_version(connection, versions[-1]))
+            return sorted(newest, key=lambda v: (v.spec.from_currency, v.spec.to_currency))
+
+        return self._read(work)
+
+    # -- quotes and conversions ------------------------------------------------------------------
+
+    def quote(
+        self,
+        *,
+        payer_account_id: int,
+        to_currency: str,
+        source_amount: int | None = None,
+        target_amount: int | None = None,
+    ) -> Quote:
+        """Price a conversion for the paying account and keep the price for a while."""
+        payer = self.ledger.get_account(payer_account_id)
+        now = self.clock()
+        priced = self._price(payer, to_currency, source_amount, target_amount, now)
+        quote_seconds = self.settings().quote_seconds
+        conversion = priced.conversion
+        quote = Quote(
+            id="q_" + secrets.token_urlsafe(18),
+            protocol_version_id=priced.version.id,
+            payer_account_id=payer.id,
+            from_currency=payer.currency,
+            to_currency=to_currency,
+            source_amount=conversion.source_amount,
+            fee=conversion.fee,
+            source_used=conversion.source_used,
+            residue=conversion.residue,
+            target_amount=conversion.target_amount,
+            rate=priced.rate,
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=quote_seconds),
+            transaction_id=None,
+        )
+        from_id = self.ledger.get_currency(payer.currency).id
+        to_id = self.ledger.get_currency(to_currency).id
+        self._write(
+            lambda connection: repo.insert_quote(
+                connection,
+                {
+                    "id": quote.id,
+                    "protocol_version_id": quote.protocol_version_id,
+                    "payer_account_id": quote.payer_account_id,
+                    "from_currency_id": from_id,
+                    "to_currency_id": to_id,
+                    "source_amount": quote.source_amount,
+                    "fee": quote.fee,
+                    "source_used": quote.source_used,
+                    "residue": quote.residue,
+                    "target_amount": quote.target_amount,
+                    "rate": rates.format_rate(quote.rate),
+                    "created_at": now,
+                    "expires_at": quote.expires_at,
+                    "transaction_id": None,
+                },
+            )
+        )
+        return quote
+
+    def convert(
+        self,
+        *,
+        payer_account_id: int,
+        payee_account_id: int,
+        quote_id: str | None = None,
+        source_amount: int | None = None,
+        target_amount: int | None = None,
+        max_slippage_bps: int | None = None,
+        client_id: str | None = None,
+        scope: str = "",
+        memo: str | None = None,
+        category: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """Pay ``payee`` in its own currency from ``payer``'s, converting inside one
+        transaction: at a quote's price, or at the current price within ``max_slippage_bps``
+        of the protocol's rate (fees and rounding included)."""
+        payer = self.ledger.get_account(payer_account_id)
+        payee = self.ledger.get_account(payee_account_id)
+        now = self.clock()
+        quote_row = None
+        if quote_id is not None:
+            quote_row = self._read(lambda connection: repo.quote_by_id(connection, quote_id))
+            if quote_row is None:
+                raise LedgerError(Code.QUOTE_NOT_FOUND, field="quote_id")
+            priced = self._priced_quote(quote_row, payer, payee)
+        else:
+            priced = self._price(payer, payee.currency, source_amount, target_amount, now)
+            if max_slippage_bps is not None:
+                _check_slippage(priced, max_slippage_bps)
+        conversion = priced.conversion
+        settings = self.settings()
+        liquidity_from = self._federation_account(settings, payer.currency, AccountType.LIQUIDITY)
+        liquidity_to = self._federation_account(settings, payee.currency, AccountType.LIQUIDITY)
+        postings = [PostingDraft(payer.id, liquidity_from, conversion.source_used, payer.currency)]
+        if conversion.fee:
+            fee_account = priced.version.spec.fee_account_id or self._federation_account(
+                settings, payer.currency, AccountType.FEES
+            )
+            postings.append(PostingDraft(payer.id, fee_account, conversion.fee, payer.currency))
+        if conversion.residue:
+            rounding = self._federation_account(settings, payer.currency, AccountType.ROUNDING)
+            postings.append(PostingDraft(payer.id, rounding, conversion.residue, payer.currency))
+        postings.append(
+            PostingDraft(liquidity_to, payee.id, conversion.target_amount, payee.currency)
+        )
+        draft = TransactionDraft(
+            postings=tuple(postings),
+            client_id=client_id,
+            memo=memo,
+            category=category,
+            metadata={
+                **(metadata or {}),
+                "conversion": {
+                    "rate": rates.format_rate(priced.rate),
+                    "protocol_version": priced.version.version,
+                    "quote_id": quote_id,
+                },
+            },
+        )
+        hook = _ConversionHook(self, payer, payee, priced, quote_id)
+        return self.ledger.post_transaction(draft, scope=scope, hook=hook)
+
+    def conversion_of(self, transaction_id: int) -> RowMapping | None:
+        return self._read(
+            lambda connection: repo.conversion_by_transaction(connection, transaction_id)
+        )
+
+    # -- pricing --------------------------------------------------------------------------------
+
+    def _price(
+        self,
+        payer: Account,
+        to_currency: str,
+        source_amount: int | None,
+        target_amount: int | None,
+        at: dt.datetime,
+    ) -> Priced:
+        if (source_amount is None) == (target_amount is None):
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                "Give either source_amount or target_amount.",
+                field="source_amount",
+            )
+        version = self.protocol_in_force(payer.currency, to_currency, at)
+        if version is None:
+            raise LedgerError(Code.CONVERSION_NOT_ALLOWED, field="to_currency")
+        rate, valuation_from, valuation_to = self._rate(version, at)
+        fee_bps = version.spec.fee_bps
+        try:
+            if source_amount is not None:
+                conversion = rates.convert_source(source_amount, rate, fee_bps)
+            else:
+                assert target_amount is not None
+                conversion = rates.convert_target(target_amount, rate, fee_bps)
+        except rates.ConversionTooSmallError as error:
+            raise LedgerError(Code.CONVERSION_TOO_SMALL, field="source_amount") from error
+        except rates.AmountOutOfRangeError as error:
+            raise LedgerError(Code.AMOUNT_OUT_OF_RANGE, field="source_amount") from error
+        return Priced(version, rate, conversion, valuation_from, valuation_to)
+
+    def _rate(
+        self, version: ProtocolVersion, at: dt.datetime
+    ) -> tuple[Fraction, Fraction | None, Fraction | None]:
+        source = self.ledger.get_currency(version.spec.from_currency)
+        target = self.ledger.get_currency(version.spec.to_currency)
+        if version.spec.fixed_rate is not None:
+            return (
+                rates.minor_rate_from_major(version.spec.fixed_rate, source.scale, target.scale),
+                None,
+                None,
+            )
+        valuation_from = self.valuation_at(source.code, at).rate
+        valuation_to = self.valuation_at(target.code, at).rate
+        rate = rates.minor_rate(valuation_from, source.scale, valuation_to, target.scale)
+        return rate, valuation_from, valuation_to
+
+    def _priced_quote(self, row: RowMapping, payer: Account, payee: Account) -> Priced:
+        from_id = self.ledger.get_currency(payer.currency).id
+        to_id = self.ledger.get_currency(payee.currency).id
+        if (row["payer_account_id"], row["from_currency_id"], row["to_currency_id"]) != (
+            payer.id,
+            from_id,
+            to_id,
+        ):
+            raise LedgerError(Code.QUOTE_MISMATCH, field="quote_id")
+        version_row = self._read(
+            lambda connection: repo.protocol_version_by_id(connection, row["protocol_version_id"])
+        )
+        assert version_row is not None
+        version = self._read(lambda connection: _protocol_version(connection, version_row))
+        conversion = rates.Conversion(
+            source_amount=row["source_amount"],
+            fee=row["fee"],
+            source_used=row["source_used"],
+            residue=row["residue"],
+            target_amount=row["target_amount"],
+            rate=rates.parse_rate(row["rate"]),
+            fee_bps=version.spec.fee_bps,
+        )
+        return Priced(version, conversion.rate, conversion, None, None)
+
+    def _federation_account(self, settings: Settings, currency: str, kind: AccountType) -> int:
+        """The federation's liquidity, fee or rounding account for a currency, opened on
+        first use (no floor: the federation's own position may go either way)."""
+        name = FEDERATION_ACCOUNTS[kind]
+        page = self.ledger.list_accounts(
+            community=settings.federation_community, currency=currency, type=kind
+        )
+        for account in page.items:
+            if account.name == name:
+                return account.id
+        try:
+            opened = self.ledger.open_account(
+                community=settings.federation_community,
+                currency=currency,
+                type=kind,
+                name=name,
+                min_balance=None,
+            )
+        except LedgerError as error:
+            if error.code != Code.ACCOUNT_NAME_TAKEN:
+                raise
+            return self._federation_account(settings, currency, kind)  # a concurrent first use won
+        return opened.id
+
+
+class _ConversionHook:
+    """The exchange rules, checked inside the unit of work that posts the conversion."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        payer: Account,
+        payee: Account,
+        priced: Priced,
+        quote_id: str | None,
+    ):
+        self.exchange = exchange
+        self.payer = payer
+        self.payee = payee
+        self.priced = priced
+        self.quote_id = quote_id
+        self.from_id = exchange.ledger.get_currency(payer.currency).id
+        self.to_id = exchange.ledger.get_currency(payee.currency).id
+        self.payer_community_id = exchange.ledger.get_community(payer.community).id
+        self.at: dt.datetime | None = None
+
+    def check(self, connection: Connection, now: dt.datetime) -> None:
+        self.at = now
+        if self.quote_id is not None:
+            quote = repo.quote_by_id(connection, self.quote_id, lock=True)
+            assert quote is not None
+            if quote["transaction_id"] is not None:
+                raise LedgerError(Code.QUOTE_USED, field="quote_id")
+            if quote["expires_at"] <= now:
+                raise LedgerError(Code.QUOTE_EXPIRED, field="quote_id")
+        row = repo.protocol_in_force(connection, self.from_id, self.to_id, now)
+        if row is None:
+            raise LedgerError(Code.CONVERSION_NOT_ALLOWED)
+        if row["id"] != self.priced.version.id:
+            raise LedgerError(Code.PROTOCOL_CHANGED, extra={"version": row["version"]})
+        spec = self.priced.version.spec
+        if not spec.allowed:
+            raise LedgerError(Code.CONVERSION_FORBIDDEN)
+        if spec.suspended:
+            raise LedgerError(Code.PROTOCOL_SUSPENDED)
+        if (spec.effective_from is not None and now < spec.effective_from) or (
+            spec.effective_until is not None and now >= spec.effective_until
+        ):
+            raise LedgerError(Code.PROTOCOL_NOT_IN_FORCE)
+        if (
+            spec.eligible_account_types is not None
+            and self.payer.type not in spec.eligible_account_types
+        ):
+            raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=self.payer.id)
+        if spec.eligible_account_ids is not None and self.payer.id not in spec.eligible_account_ids:
+            raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=self.payer.id)
+        if spec.windows is not None and not any(window.is_open(now) for window in spec.windows):
+            raise LedgerError(Code.WINDOW_CLOSED)
+        if self.quote_id is None and spec.fixed_rate is None:
+            current_rate, _, _ = self.exchange._rate(self.priced.version, now)
+            if current_rate != self.priced.rate:
+                raise LedgerError(
+                    Code.PROTOCOL_CHANGED, "A valuation changed while pricing; retry."
+                )
+        self._check_limits(connection, spec, now)
+
+    def _check_limits(self, connection: Connection, spec: ProtocolSpec, now: dt.datetime) -> None:
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        amount = self.priced.conversion.source_amount
+        for name in LIMIT_NAMES:
+            limit = spec.limits.get(name)
+            if limit is None:
+                continue
+            by_account = name.startswith("account")
+            used = repo.converted_since(
+                connection,
+                self.from_id,
+                self.to_id,
+                account_id=self.payer.id if by_account else None,
+                community_id=None if by_account else self.payer_community_id,
+                since=day if name.endswith("daily") else month,
+            )
+            if used + amount > limit:
+                raise LedgerError(
+                    Code.CONVERSION_LIMIT_EXCEEDED,
+                    f"The {name.replace('_', ' ')} limit is {limit}; {used} is used, so at most "
+                    f"{max(limit - used, 0)} more can be converted.",
+                    account_id=self.payer.id,
+                    extra={
+                        "limit": name,
+                        "limit_amount": limit,
+                        "used": used,
+                        "headroom": max(limit - used, 0),
+                    },
+                )
+
+    def record(self, connection: Connection, transaction: Transaction) -> None:
+        conversion = self.priced.conversion
+        repo.insert_conversion(
+            connection,
+            {
+                "transaction_id": transaction.id,
+                "protocol_version_id": self.priced.version.id,
+                "quote_id": self.quote_id,
+                "payer_account_id": self.payer.id,
+                "payer_community_id": self.payer_community_id,
+                "payee_account_id": self.payee.id,
+                "from_currency_id": self.from_id,
+                "to_currency_id": self.to_id,
+                "source_amount": conversion.source_amount,
+                "fee": conversion.fee,
+                "source_used": conversion.source_used,
+                "residue": conversion.residue,
+                "target_amount": conversion.target_amount,
+                "rate": rates.format_rate(self.priced.rate),
+                "valuation_from": None
+                if self.priced.valuation_from is None
+                else rates.format_rate(self.priced.valuation_from),
+                "valuation_to": None
+                if self.priced.valuation_to is None
+                else rates.format_rate(self.priced.valuation_to),
+                "at": transaction.created_at,
+            },
+        )
+        if self.quote_id is not None:
+            repo.mark_quote_used(connection, self.quote_id, transaction.id)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _settings(connection: Connection) -> Settings:
+    row = repo.settings(connection)
+    if row is None:
+        raise LedgerError(Code.EXCHANGE_NOT_CONFIGURED)
+    return Settings(
+        row["reference_unit"],
+        row["federation_community"],
+        row["approvals_required"],
+        row["quote_seconds"],
+    )
+
+
+def _valuation(currency: str, row: RowMapping) -> Valuation:
+    return Valuation(
+        currency,
+        Fraction(row["rate_numerator"], row["rate_denominator"]),
+        row["effective_from"],
+        row["recorded_at"],
+        row["recorded_by"],
+        row["reason"],
+    )
+
+
+def _check_slippage(priced: Priced, max_slippage_bps: int) -> None:
+    """All-in price (fees and rounding included) against the protocol's rate."""
+    if not 0 <= max_slippage_bps <= BPS:
+        raise LedgerError(
+            Code.INVALID_REQUEST, "max_slippage_bps is 0 to 10,000.", field="max_slippage_bps"
+        )
+    conversion = priced.conversion
+    fair = conversion.source_amount * priced.rate
+    shortfall_bps = (fair - conversion.target_amount) * BPS / fair
+    if shortfall_bps > max_slippage_bps:
+        raise LedgerError(
+            Code.SLIPPAGE_EXCEEDED,
+            f"The payment would arrive {math.ceil(shortfall_bps)} basis points "
+            "below the protocol's rate.",
+            extra={"slippage_bps": math.ceil(shortfall_bps)},
+        )
+
+
+def _check_spec(spec: ProtocolSpec) -> None:
+    if (
+        isinstance(spec.fee_bps, bool)
+        or not isinstance(spec.fee_bps, int)
+        or not 0 <= spec.fee_bps < BPS
+    ):
+        raise LedgerError(Code.INVALID_REQUEST, "fee_bps is 0 to 9,999.", field="fee_bps")
+    if spec.fixed_rate is not None and spec.fixed_rate <= 0:
+        raise LedgerError(Code.RATE_INVALID, field="rate")
+    for name, value in spec.limits.items():
+        if (
+            name not in LIMIT_NAMES
+            or isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < 0
+        ):
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                f"Limits are {', '.join(LIMIT_NAMES)}: whole source units.",
+                field="limits",
+            )
+    if spec.effective_from and spec.effective_until and spec.effective_until <= spec.effective_from:
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "effective_until must follow effective_from.",
+            field="effective_until",
+        )
+    for window in spec.windows or ():
+        ranges = (
+            (window.months, 1, 12),
+            (window.days, 1, 31),
+            (window.weekdays, 0, 6),
+            (window.hours, 0, 23),
+        )
+        if any(not all(low <= value <= high for value in values) for values, low, high in ranges):
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                "Windows list months 1-12, days 1-31, weekdays 0-6 (Monday is 0) and hours 0-23.",
+                field="windows",
+            )
+
+
+def _spec_values(spec: ProtocolSpec, from_id: int, to_id: int) -> dict[str, Any]:
+    return {
+        "from_currency_id": from_id,
+        "to_currency_id": to_id,
+        "allowed": spec.allowed,
+        "suspended": spec.suspended,
+        "fixed_rate_numerator": None if spec.fixed_rate is None else spec.fixed_rate.numerator,
+        "fixed_rate_denominator": None if spec.fixed_rate is None else spec.fixed_rate.denominator,
+        "fee_bps": spec.fee_bps,
+        "fee_account_id": spec.fee_account_id,
+        "eligible_account_types": None
+        if spec.eligible_account_types is None
+        else [str(t) for t in spec.eligible_account_types],
+        "eligible_account_ids": None
+        if spec.eligible_account_ids is None
+        else list(spec.eligible_account_ids),
+        "windows": None
+        if spec.windows is None
+        else [
+            {
+                "months": list(w.months),
+                "days": list(w.days),
+                "weekdays": list(w.weekdays),
+                "hours": list(w.hours),
+            }
+            for w in spec.windows
+        ],
+        "limits": dict(spec.limits),
+        "effective_from": spec.effective_from,
+        "effective_until": spec.effective_until,
+    }
+
+
+def _currency_codes(connection: Connection) -> dict[int, str]:
+    return {row["id"]: row["code"] for row in ledger_repository.list_currencies(connection)}
+
+
+def _protocol_version(connection: Connection, row: RowMapping) -> ProtocolVersion:
+    codes = _currency_codes(connection)
+    fixed = (
+        None
+        if row["fixed_rate_numerator"] is None
+        else Fraction(row["fixed_rate_numerator"], row["fixed_rate_denominator"])
+    )
+    spec = ProtocolSpec(
+        from_currency=codes[row["from_currency_id"]],
+        to_currency=codes[row["to_currency_id"]],
+        allowed=row["allowed"],
+        fixed_rate=fixed,
+        fee_bps=row["fee_bps"],
+        fee_account_id=row["fee_account_id"],
+        eligible_account_types=None
+        if row["eligible_account_types"] is None
+        else tuple(AccountType(t) for t in row["eligible_account_types"]),
+        eligible_account_ids=None
+        if row["eligible_account_ids"] is None
+        else tuple(row["eligible_account_ids"]),
+        windows=None
+        if row["windows"] is None
+        else tuple(
+            Window(tuple(w["months"]), tuple(w["days"]), tuple(w["weekdays"]), tuple(w["hours"]))
+            for w in row["windows"]
+        ),
+        limits=dict(row["limits"]),
+        effective_from=row["effective_from"],
+        effective_until=row["effective_until"],
+        suspended=row["suspended"],
+    )
+    return ProtocolVersion(
+        id=row["id"],
+        version=row["version"],
+        state=row["state"],
+        spec=spec,
+        proposed_at=row["proposed_at"],
+        proposed_by=row["proposed_by"],
+        reason=row["reason"],
+        approvals=tuple(row["approvals"]),
+        activated_at=row["activated_at"],
+    )
+
+
+def _check_no_arbitrage(connection: Connection, at: dt.datetime) -> None:
+    """Refuse a change after which converting round a circle of currencies at the
+    protocols' rates (before fees) would multiply value."""
+    codes = _currency_codes(connection)
+    edges: dict[tuple[str, str], Fraction] = {}
+    for from_id, to_id in repo.protocol_pairs(connection):
+        row = repo.protocol_in_force(connection, from_id, to_id, at)
+        if row is None or not row["allowed"] or row["suspended"]:
+            continue
+        if row["fixed_rate_numerator"] is not None:
+            edges[codes[from_id], codes[to_id]] = Fraction(
+                row["fixed_rate_numerator"], row["fixed_rate_denominator"]
+            )
+            continue
+        valuation_from = repo.valuation_at(connection, from_id, at)
+        valuation_to = repo.valuation_at(connection, to_id, at)
+        if valuation_from is None or valuation_to is None:
+            continue
+        edges[codes[from_id], codes[to_id]] = Fraction(
+            valuation_from["rate_numerator"], valuation_from["rate_denominator"]
+        ) / Fraction(valuation_to["rate_numerator"], valuation_to["rate_denominator"])
+    found = rates.find_gain_cycle(edges)
+    if found is not None:
+        gain, cycle = found
+        raise LedgerError(
+            Code.ARBITRAGE_CYCLE,
+            f"Converting round {' -> '.join(cycle)} would multiply value "
+            f"by {rates.format_rate(gain)}.",
+            extra={"cycle": cycle, "gain": rates.format_rate(gain)},
+        )

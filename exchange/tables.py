@@ -1,0 +1,143 @@
+"""Exchange tables: valuations, protocol versions, quotes and conversions.
+
+Rates are exact rationals stored as two BigIntegers (numerator, denominator), never a
+float or a Numeric read back into one. Nothing here is edited in place: a new valuation
+or protocol version is a new row, so the rate in force at any past instant stays readable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ledger.tables import Base, Instant
+
+
+class ExchangeSettingsRow(Base):
+    """The federation's exchange settings: one row."""
+
+    __tablename__ = "exchange_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    # The community that owns the federation's liquidity, fee and rounding accounts.
+    federation_community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    quote_seconds: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(Instant)
+
+
+class ValuationRow(Base):
+    """What one major unit of a currency is worth in the reference unit, from an instant on."""
+
+    __tablename__ = "valuations"
+    __table_args__ = (Index(None, "currency_id", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    rate_numerator: Mapped[int] = mapped_column(BigInteger)
+    rate_denominator: Mapped[int] = mapped_column(BigInteger)
+    effective_from: Mapped[dt.datetime] = mapped_column(Instant)
+    recorded_at: Mapped[dt.datetime] = mapped_column(Instant)
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(String(500))
+
+
+class ProtocolVersionRow(Base):
+    """One version of the rule for converting ``from`` into ``to``.
+
+    ``state`` is proposed (waiting for approvals), active (in force from
+    ``effective_from``), or rejected. The version in force at an instant is the active one
+    with the highest ``version`` whose ``activated_at`` and ``effective_from`` are not
+    after it.
+    """
+
+    __tablename__ = "protocol_versions"
+    __table_args__ = (
+        UniqueConstraint("from_currency_id", "to_currency_id", "version"),
+        Index(None, "from_currency_id", "to_currency_id", "state", "version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    from_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    to_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    suspended: Mapped[bool] = mapped_column(Boolean)
+    fixed_rate_numerator: Mapped[int | None] = mapped_column(BigInteger)
+    fixed_rate_denominator: Mapped[int | None] = mapped_column(BigInteger)
+    fee_bps: Mapped[int] = mapped_column(Integer)
+    fee_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    eligible_account_types: Mapped[list[str] | None] = mapped_column(JSON)
+    eligible_account_ids: Mapped[list[int] | None] = mapped_column(JSON)
+    windows: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    limits: Mapped[dict[str, Any]] = mapped_column()
+    effective_from: Mapped[dt.datetime] = mapped_column(Instant)
+    effective_until: Mapped[dt.datetime | None] = mapped_column(Instant)
+    proposed_at: Mapped[dt.datetime] = mapped_column(Instant)
+    proposed_by: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(String(500))
+    approvals: Mapped[list[str]] = mapped_column(JSON)
+    activated_at: Mapped[dt.datetime | None] = mapped_column(Instant)
+
+
+class QuoteRow(Base):
+    __tablename__ = "quotes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    payer_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    from_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    to_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    source_amount: Mapped[int] = mapped_column(BigInteger)
+    fee: Mapped[int] = mapped_column(BigInteger)
+    source_used: Mapped[int] = mapped_column(BigInteger)
+    residue: Mapped[int] = mapped_column(BigInteger)
+    target_amount: Mapped[int] = mapped_column(BigInteger)
+    # Target minor units per source minor unit, exact, as "n/d" (it can outgrow 64 bits).
+    rate: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime] = mapped_column(Instant)
+    expires_at: Mapped[dt.datetime] = mapped_column(Instant)
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+
+
+class ConversionRow(Base):
+    """What a conversion used: protocol version, exact rate, valuations and amounts."""
+
+    __tablename__ = "conversions"
+    __table_args__ = (
+        Index(None, "from_currency_id", "to_currency_id", "payer_account_id", "at"),
+        Index(None, "from_currency_id", "to_currency_id", "payer_community_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    quote_id: Mapped[str | None] = mapped_column(String(40))
+    payer_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    payer_community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
+    payee_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    from_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    to_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    source_amount: Mapped[int] = mapped_column(BigInteger)
+    fee: Mapped[int] = mapped_column(BigInteger)
+    source_used: Mapped[int] = mapped_column(BigInteger)
+    residue: Mapped[int] = mapped_column(BigInteger)
+    target_amount: Mapped[int] = mapped_column(BigInteger)
+    rate: Mapped[str] = mapped_column(String(120))
+    valuation_from: Mapped[str | None] = mapped_column(String(80))
+    valuation_to: Mapped[str | None] = mapped_column(String(80))
+    at: Mapped[dt.datetime] = mapped_column(Instant)
