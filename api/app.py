@@ -1014,7 +1014,11 @@ def create_app(
     app.state.heartleaf = State(engine, clock, metrics_)
     problems.install(app)
     metrics_.install(app)
+    # Imported here: the exchange routes build on this module's dependencies and views.
+    from api.exchange_routes import router as exchange_router  # noqa: PLC0415
+
     app.include_router(v1)
+    app.include_router(exchange_router)
     app.include_router(operations)
     return app
 

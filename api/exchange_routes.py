@@ -1,0 +1,389 @@
+"""Exchange endpoints: settings, valuations, protocols (versioned, ETag), quotes, conversions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Response
+from fastapi.responses import JSONResponse
+
+from api.app import (
+    PROBLEM_RESPONSES,
+    IdempotencyKey,
+    InstantQuery,
+    PrincipalDep,
+    StateDep,
+    _client_id,
+    _instant,
+    _json,
+    _require,
+    _sources_allowed,
+    _transaction_view,
+    _visible_account,
+)
+from api.exchange_schemas import (
+    ConversionCreate,
+    ConversionPublic,
+    ExchangeSettingsPublic,
+    ExchangeSettingsUpdate,
+    ProtocolAction,
+    ProtocolCreate,
+    ProtocolPublic,
+    QuoteCreate,
+    QuotePublic,
+    ValuationCreate,
+    ValuationPublic,
+    WindowSpec,
+)
+from api.keys import Principal, Role
+from exchange import rates
+from exchange.model import ProtocolSpec, ProtocolVersion, Valuation, Window
+from exchange.service import Exchange
+from ledger.errors import Code, LedgerError
+
+router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES, tags=["exchange"])
+CodePath = Annotated[str, Path(max_length=32, description="Currency code.")]
+
+
+def _exchange(state: Any) -> Exchange:
+    return Exchange(state.ledger)
+
+
+def _by(principal: Principal) -> str:
+    return f"key:{principal.key_id}"
+
+
+def _rate(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return rates.parse_rate(text)
+    except ValueError as error:
+        raise LedgerError(Code.RATE_INVALID, field="rate") from error
+
+
+def _valuation_view(valuation: Valuation) -> ValuationPublic:
+    return ValuationPublic(
+        currency=valuation.currency,
+        rate=rates.format_rate(valuation.rate),
+        effective_from=valuation.effective_from,
+        recorded_at=valuation.recorded_at,
+        recorded_by=valuation.recorded_by,
+        reason=valuation.reason,
+    )
+
+
+def _protocol_view(version: ProtocolVersion) -> ProtocolPublic:
+    spec = version.spec
+    return ProtocolPublic(
+        id=version.id,
+        from_currency=spec.from_currency,
+        to_currency=spec.to_currency,
+        version=version.version,
+        state=version.state,  # type: ignore[arg-type]
+        allowed=spec.allowed,
+        suspended=spec.suspended,
+        rate=None if spec.fixed_rate is None else rates.format_rate(spec.fixed_rate),
+        fee_bps=spec.fee_bps,
+        fee_account_id=spec.fee_account_id,
+        eligible_account_types=None
+        if spec.eligible_account_types is None
+        else [str(t) for t in spec.eligible_account_types],
+        eligible_account_ids=None
+        if spec.eligible_account_ids is None
+        else list(spec.eligible_account_ids),
+        windows=None
+        if spec.windows is None
+        else [
+            WindowSpec(
+                months=list(w.months),
+                days=list(w.days),
+                weekdays=list(w.weekdays),
+                hours=list(w.hours),
+            )
+            for w in spec.windows
+        ],
+        limits=dict(spec.limits),
+        effective_from=version.effective_from,
+        effective_until=spec.effective_until,
+        proposed_at=version.proposed_at,
+        proposed_by=version.proposed_by,
+        reason=version.reason,
+        approvals=list(version.approvals),
+        activated_at=version.activated_at,
+    )
+
+
+@router.put("/exchange/settings", response_model=ExchangeSettingsPublic)
+def configure(
+    body: ExchangeSettingsUpdate, state: StateDep, principal: PrincipalDep
+) -> ExchangeSettingsPublic:
+    """Set the reference unit, the federation's own community and the four-eyes rule."""
+    _require(principal, Role.FEDERATION)
+    settings = _exchange(state).configure(
+        reference_unit=body.reference_unit,
+        federation_community=body.federation_community,
+        approvals_required=body.approvals_required,
+        quote_seconds=body.quote_seconds,
+    )
+    return ExchangeSettingsPublic(
+        **{f: getattr(settings, f) for f in ExchangeSettingsPublic.model_fields}
+    )
+
+
+@router.get("/exchange/settings", response_model=ExchangeSettingsPublic)
+def read_settings(state: StateDep, principal: PrincipalDep) -> ExchangeSettingsPublic:
+    settings = _exchange(state).settings()
+    return ExchangeSettingsPublic(
+        **{f: getattr(settings, f) for f in ExchangeSettingsPublic.model_fields}
+    )
+
+
+@router.post("/valuations", status_code=201, response_model=ValuationPublic)
+def set_valuation(
+    body: ValuationCreate, state: StateDep, principal: PrincipalDep
+) -> ValuationPublic:
+    """Value a currency in the reference unit from now (or `effective_from`) on."""
+    _require(principal, Role.FEDERATION)
+    valuation = _exchange(state).set_valuation(
+        body.currency,
+        _rate(body.rate),
+        by=_by(principal),
+        reason=body.reason,
+        effective_from=body.effective_from,
+    )
+    return _valuation_view(valuation)
+
+
+@router.get("/valuations/{code}", response_model=ValuationPublic)
+def valuation_at(
+    code: CodePath, state: StateDep, principal: PrincipalDep, at: InstantQuery = None
+) -> ValuationPublic:
+    """The valuation in force now, or at `at`."""
+    return _valuation_view(_exchange(state).valuation_at(code, _instant(at, "at")))
+
+
+@router.get("/valuations/{code}/history", response_model=list[ValuationPublic])
+def valuation_history(
+    code: CodePath, state: StateDep, principal: PrincipalDep
+) -> list[ValuationPublic]:
+    return [_valuation_view(v) for v in _exchange(state).valuation_history(code)]
+
+
+@router.get("/protocols", response_model=list[ProtocolPublic])
+def list_protocols(state: StateDep, principal: PrincipalDep) -> list[ProtocolPublic]:
+    """The newest version of every pair's protocol."""
+    return [_protocol_view(v) for v in _exchange(state).protocols()]
+
+
+@router.get("/protocols/{from_currency}/{to_currency}", response_model=ProtocolPublic)
+def protocol_in_force(
+    from_currency: CodePath,
+    to_currency: CodePath,
+    state: StateDep,
+    principal: PrincipalDep,
+    response: Response,
+    at: InstantQuery = None,
+) -> ProtocolPublic:
+    """The version in force now (or at `at`); its ETag is the pair's newest version."""
+    exchange = _exchange(state)
+    version = exchange.protocol_in_force(from_currency, to_currency, _instant(at, "at"))
+    if version is None:
+        raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+    response.headers["ETag"] = (
+        f'"{exchange.protocol_versions(from_currency, to_currency)[-1].version}"'
+    )
+    return _protocol_view(version)
+
+
+@router.get(
+    "/protocols/{from_currency}/{to_currency}/versions", response_model=list[ProtocolPublic]
+)
+def protocol_history(
+    from_currency: CodePath, to_currency: CodePath, state: StateDep, principal: PrincipalDep
+) -> list[ProtocolPublic]:
+    """Every version, proposed or active, oldest first: who changed what, when and why."""
+    return [
+        _protocol_view(v) for v in _exchange(state).protocol_versions(from_currency, to_currency)
+    ]
+
+
+@router.post(
+    "/protocols/{from_currency}/{to_currency}", status_code=201, response_model=ProtocolPublic
+)
+def propose_protocol(
+    from_currency: CodePath,
+    to_currency: CodePath,
+    body: ProtocolCreate,
+    state: StateDep,
+    principal: PrincipalDep,
+    if_match: Annotated[str | None, Header(max_length=64, description="The ETag you read.")] = None,
+) -> ProtocolPublic:
+    """A new version of the pair's protocol (versions are never edited). In force at once,
+    or after the approvals the federation requires."""
+    _require(principal, Role.FEDERATION)
+    exchange = _exchange(state)
+    if if_match is not None:
+        existing = exchange.protocol_versions(from_currency, to_currency)
+        newest = existing[-1].version if existing else 0
+        if if_match.strip().removeprefix("W/").strip('"') != str(newest):
+            raise LedgerError(Code.VERSION_MISMATCH, extra={"version": newest})
+    spec = ProtocolSpec(
+        from_currency=from_currency,
+        to_currency=to_currency,
+        allowed=body.allowed,
+        fixed_rate=_rate(body.rate),
+        fee_bps=body.fee_bps,
+        fee_account_id=body.fee_account_id,
+        eligible_account_types=None
+        if body.eligible_account_types is None
+        else tuple(body.eligible_account_types),
+        eligible_account_ids=None
+        if body.eligible_account_ids is None
+        else tuple(body.eligible_account_ids),
+        windows=None
+        if body.windows is None
+        else tuple(
+            Window(tuple(w.months), tuple(w.days), tuple(w.weekdays), tuple(w.hours))
+            for w in body.windows
+        ),
+        limits={
+            name: value for name, value in body.limits.model_dump().items() if value is not None
+        },
+        effective_from=body.effective_from,
+        effective_until=body.effective_until,
+    )
+    return _protocol_view(exchange.propose(spec, by=_by(principal), reason=body.reason))
+
+
+@router.post(
+    "/protocols/{from_currency}/{to_currency}/suspend",
+    status_code=201,
+    response_model=ProtocolPublic,
+)
+def suspend_protocol(
+    from_currency: CodePath,
+    to_currency: CodePath,
+    body: ProtocolAction,
+    state: StateDep,
+    principal: PrincipalDep,
+) -> ProtocolPublic:
+    """Suspend the pair at once (no approvals needed in an emergency)."""
+    _require(principal, Role.FEDERATION)
+    return _protocol_view(
+        _exchange(state).suspend(from_currency, to_currency, by=_by(principal), reason=body.reason)
+    )
+
+
+@router.post(
+    "/protocols/{from_currency}/{to_currency}/resume",
+    status_code=201,
+    response_model=ProtocolPublic,
+)
+def resume_protocol(
+    from_currency: CodePath,
+    to_currency: CodePath,
+    body: ProtocolAction,
+    state: StateDep,
+    principal: PrincipalDep,
+) -> ProtocolPublic:
+    """Propose lifting the suspension (approved like any change)."""
+    _require(principal, Role.FEDERATION)
+    return _protocol_view(
+        _exchange(state).resume(from_currency, to_currency, by=_by(principal), reason=body.reason)
+    )
+
+
+@router.post("/protocol-versions/{version_id}/approve", response_model=ProtocolPublic)
+def approve_protocol(
+    version_id: Annotated[int, Path(ge=1, le=2**31 - 1)], state: StateDep, principal: PrincipalDep
+) -> ProtocolPublic:
+    """Approve a proposed version with another federation key than the proposer's."""
+    _require(principal, Role.FEDERATION)
+    return _protocol_view(_exchange(state).approve(version_id, by=_by(principal)))
+
+
+@router.post("/quotes", status_code=201, response_model=QuotePublic)
+def create_quote(body: QuoteCreate, state: StateDep, principal: PrincipalDep) -> QuotePublic:
+    """Price a conversion for a paying account; the price holds until `expires_at`."""
+    _require(principal, Role.FEDERATION, Role.TREASURER)
+    _visible_account(state, principal, body.payer_account_id)
+    refusal = _sources_allowed(state, principal, [body.payer_account_id])
+    if refusal is not None:
+        raise refusal
+    quote = _exchange(state).quote(
+        payer_account_id=body.payer_account_id,
+        to_currency=body.to_currency,
+        source_amount=body.source_amount,
+        target_amount=body.target_amount,
+    )
+    protocol_version = _exchange(state).protocol_versions(quote.from_currency, quote.to_currency)
+    number = next(v.version for v in protocol_version if v.id == quote.protocol_version_id)
+    return QuotePublic(
+        id=quote.id,
+        protocol_version=number,
+        payer_account_id=quote.payer_account_id,
+        from_currency=quote.from_currency,
+        to_currency=quote.to_currency,
+        source_amount=quote.source_amount,
+        fee=quote.fee,
+        residue=quote.residue,
+        target_amount=quote.target_amount,
+        rate=rates.format_rate(quote.rate),
+        expires_at=quote.expires_at,
+    )
+
+
+@router.post("/conversions", status_code=201, response_model=ConversionPublic)
+def create_conversion(
+    body: ConversionCreate,
+    state: StateDep,
+    principal: PrincipalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Pay an account in its own currency from one in another, converting inside one
+    transaction under the federation's protocol."""
+    _require(principal, Role.FEDERATION, Role.TREASURER)
+    refusal = _sources_allowed(state, principal, [body.payer_account_id])
+    if refusal is not None:
+        raise refusal
+    exchange = _exchange(state)
+    try:
+        outcome = exchange.convert(
+            payer_account_id=body.payer_account_id,
+            payee_account_id=body.payee_account_id,
+            quote_id=body.quote_id,
+            source_amount=body.source_amount,
+            target_amount=body.target_amount,
+            max_slippage_bps=body.max_slippage_bps,
+            client_id=_client_id(body.client_id, idempotency_key),
+            scope=principal.idempotency_scope,
+            memo=body.memo,
+            category=body.category,
+        )
+    except LedgerError as error:
+        state.metrics.transaction_rejected(error.code)
+        raise
+    assert outcome.transaction is not None
+    if not outcome.replayed:
+        state.metrics.transactions_posted(1)
+    record = exchange.conversion_of(outcome.transaction.id)
+    assert record is not None
+    versions = {v.id: v.version for v in exchange.protocol_versions(*_pair(outcome.transaction))}
+    view = ConversionPublic(
+        transaction=_transaction_view(outcome.transaction),
+        protocol_version=versions[record["protocol_version_id"]],
+        rate=record["rate"],
+        source_amount=record["source_amount"],
+        fee=record["fee"],
+        residue=record["residue"],
+        target_amount=record["target_amount"],
+        valuation_from=record["valuation_from"],
+        valuation_to=record["valuation_to"],
+    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return JSONResponse(_json(view), status_code=201, headers=headers)
+
+
+def _pair(transaction: Any) -> tuple[str, str]:
+    return transaction.postings[0].currency, transaction.postings[-1].currency
