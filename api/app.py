@@ -100,13 +100,19 @@ InstantQuery = Annotated[
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer hl_…`.")
 
 
+def build_ledger(engine: Engine, clock: Callable[[], dt.datetime] = utc_now) -> Ledger:
+    """The ledger as the service runs it, with every layer above that follows its writes;
+    the API, the CLI, the demo and the benchmark all build it here."""
+    return Ledger(engine, clock=clock)
+
+
 class State:
     """What every request needs: the ledger, its engine, the clock and the metrics."""
 
     def __init__(self, engine: Engine, clock: Callable[[], dt.datetime], metrics: Metrics) -> None:
         self.engine = engine
         self.clock = clock
-        self.ledger = Ledger(engine, clock=clock)
+        self.ledger = build_ledger(engine, clock)
         self.metrics = metrics
 
 

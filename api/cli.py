@@ -19,7 +19,7 @@ import migrations
 from api import keys as key_store
 from ledger.database import default_url, make_engine
 from ledger.errors import LedgerError
-from ledger.service import Ledger, utc_now
+from ledger.service import utc_now
 from ledger.verify import verify
 
 
@@ -68,10 +68,11 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from api.app import build_ledger  # noqa: PLC0415 - FastAPI loads only when needed
     from api.demo import is_seeded, seed_demo  # noqa: PLC0415
 
     engine = _ready_engine()
-    ledger = Ledger(engine)
+    ledger = build_ledger(engine)
     if is_seeded(ledger):
         if not args.if_empty:
             print("the demo federation is already there; nothing written", file=sys.stderr)
