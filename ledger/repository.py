@@ -306,9 +306,6 @@ _TRANSACTIONS_BY_CLIENT_ID = select(transactions).where(
     transactions.c.idempotency_scope == bindparam("scope"),
     transactions.c.client_id.in_(bindparam("client_ids", expanding=True)),
 )
-_INSERT_TRANSACTIONS = insert(transactions).returning(
-    transactions.c.id, sort_by_parameter_order=True
-)
 
 
 def transactions_by_client_id(
@@ -319,12 +316,34 @@ def transactions_by_client_id(
 
 
 def insert_transactions(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    if len(rows) > 1:  # many rows: SQLAlchemy batches them into multi-row INSERT … RETURNING
-        return [
-            int(value) for value in connection.execute(_INSERT_TRANSACTIONS, rows).scalars().all()
-        ]
-    (row,) = rows
-    values = {
+    if len(rows) == 1:
+        values = _transaction_storage(rows[0])
+        return [int(_raw(connection).fetch(_INSERT_TRANSACTION_SQL, values)[0][0])]
+    # Many rows: take their ids first, then insert them in one executemany. (SQLite cannot
+    # promise RETURNING order for a multi-row insert, so SQLAlchemy would insert one by one.)
+    ids = _reserve_transaction_ids(connection, len(rows))
+    _raw(connection).run_many(
+        _INSERT_TRANSACTION_WITH_ID_SQL,
+        [{**_transaction_storage(row), "id": id_} for row, id_ in zip(rows, ids, strict=True)],
+    )
+    return ids
+
+
+def _reserve_transaction_ids(connection: Connection, count: int) -> list[int]:
+    if connection.dialect.name == "postgresql":
+        rows = _raw(connection).fetch(
+            "SELECT nextval(pg_get_serial_sequence('transactions', 'id')) "
+            "FROM generate_series(1, :count)",
+            {"count": count},
+        )
+        return [int(row[0]) for row in rows]
+    # SQLite: the write lock (BEGIN IMMEDIATE) is held, so no one else takes ids meanwhile.
+    (last,) = _raw(connection).fetch("SELECT COALESCE(MAX(id), 0) FROM transactions", {})[0]
+    return list(range(int(last) + 1, int(last) + 1 + count))
+
+
+def _transaction_storage(row: dict[str, Any]) -> dict[str, Any]:
+    return {
         **row,
         "metadata": json.dumps(row["metadata"]),
         "effective_date": None
@@ -334,9 +353,15 @@ def insert_transactions(connection: Connection, rows: list[dict[str, Any]]) -> l
         "expires_at": _micros_or_none(row["expires_at"]),
         "resolved_at": _micros_or_none(row["resolved_at"]),
     }
-    return [int(_raw(connection).fetch(_INSERT_TRANSACTION_SQL, values)[0][0])]
 
 
+_INSERT_TRANSACTION_WITH_ID_SQL = (
+    "INSERT INTO transactions (id, idempotency_scope, client_id, request_hash, status, memo, "
+    "category, external_ref, metadata, effective_date, created_at, expires_at, resolved_at, "
+    "reverses_id, reversed_by_id) VALUES (:id, :idempotency_scope, :client_id, :request_hash, "
+    ":status, :memo, :category, :external_ref, :metadata, :effective_date, :created_at, "
+    ":expires_at, :resolved_at, :reverses_id, :reversed_by_id)"
+)
 _INSERT_TRANSACTION_SQL = (
     "INSERT INTO transactions (idempotency_scope, client_id, request_hash, status, memo, category, "
     "external_ref, metadata, effective_date, created_at, expires_at, resolved_at, reverses_id, "

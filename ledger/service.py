@@ -525,20 +525,24 @@ class Ledger:
                 else:
                     outcomes[index] = Outcome(None, None, replayed=True)  # filled in below
                 continue
-            snapshot = {
-                account_id: replace(locked[account_id])
-                for account_id in _accounts_of(draft)
-                if account_id in locked
-            }
-            error = _apply_draft(draft, locked)
+            touched = _accounts_of(draft)
+            saved = [
+                (locked[a], locked[a].posted, locked[a].debits_pending, locked[a].credits_pending)
+                for a in touched
+                if a in locked
+            ]
+            error = _apply_draft(draft, locked, touched)
             if error is not None:
-                locked.update(snapshot)  # undo this draft's partial application
+                for account, posted, debits, credits in saved:  # undo the partial application
+                    account.posted = posted
+                    account.debits_pending = debits
+                    account.credits_pending = credits
                 outcomes[index] = Outcome(None, error)
                 if atomic:
                     break
                 continue
-            at = max(now, *(_after(locked[a].last_entry_at) for a in _accounts_of(draft)))
-            for account_id in _accounts_of(draft):
+            at = max(now, *(_after(locked[a].last_entry_at) for a in touched))
+            for account_id in touched:
                 locked[account_id].last_entry_at = at
             accepted.append((index, draft, at))
             if draft.client_id is not None:
@@ -1171,7 +1175,9 @@ def _shape_error(draft: TransactionDraft) -> LedgerError | None:
     return None
 
 
-def _apply_draft(draft: TransactionDraft, locked: dict[int, _LockedAccount]) -> LedgerError | None:
+def _apply_draft(
+    draft: TransactionDraft, locked: dict[int, _LockedAccount], touched: list[int]
+) -> LedgerError | None:
     """Apply the draft to the locked balances in memory; the first rule it breaks, if any.
 
     The straight line of transaction rules, in ``Code`` order. The caller restores the
@@ -1207,7 +1213,7 @@ def _apply_draft(draft: TransactionDraft, locked: dict[int, _LockedAccount]) -> 
         else:
             source.posted -= posting.amount
             destination.posted += posting.amount
-    for account_id in _accounts_of(draft):
+    for account_id in touched:
         account = locked[account_id]
         if not all(
             money.fits_balance(v)
@@ -1219,7 +1225,7 @@ def _apply_draft(draft: TransactionDraft, locked: dict[int, _LockedAccount]) -> 
             )
         ):
             return LedgerError(Code.BALANCE_OUT_OF_RANGE, account_id=account_id)
-    for account_id in _accounts_of(draft):
+    for account_id in touched:
         account = locked[account_id]
         if (
             account.min_balance is not None
@@ -1236,7 +1242,7 @@ def _apply_draft(draft: TransactionDraft, locked: dict[int, _LockedAccount]) -> 
                     "min_balance": account.min_balance,
                 },
             )
-    for account_id in _accounts_of(draft):
+    for account_id in touched:
         account = locked[account_id]
         if (
             account.max_balance is not None
