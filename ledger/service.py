@@ -690,11 +690,14 @@ class Ledger:
             events.append((kind_of_event, transaction_id, None, communities))
             results.append(_transaction_from_draft(transaction_id, draft, row))
 
-        repo.insert_postings(connection, posting_rows)
-        repo.insert_entries(connection, entry_rows)
-        repo.insert_holds(connection, hold_rows)
-        repo.update_account_balances(connection, [_balance_update(a) for a in history.values()])
-        _emit(connection, accepted[-1][2], events)
+        with repo.pipelined(connection):
+            repo.insert_postings(connection, posting_rows)
+            repo.insert_entries(connection, entry_rows)
+            repo.insert_holds(connection, hold_rows)
+            repo.update_account_balances(
+                connection, [_balance_update(a) for a in history.values()]
+            )
+            _emit(connection, accepted[-1][2], events)
         self._notify(connection, movements)
         return results
 
