@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 import migrations
+from api import exchange_cli
 from api import keys as key_store
 from ledger.database import default_url, make_engine
 from ledger.errors import LedgerError
@@ -101,9 +102,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  export TREASURER_KEY={treasurer_secret}"
         f"   # key {treasurer.id}, treasurer of {treasurer_community}"
     )
+    print("\nAccounts for the tour (Ana and Bo of riverbend, Cai of hilltop):")
+    print(
+        f"  export ANA={summary.ana} BO={summary.bo} ANA_LEAF={summary.ana_leaf} "
+        f"CAI={summary.cai} CAI_LEAF={summary.cai_leaf} RIVERBEND_SEK={summary.riverbend_sek}"
+    )
     print("\nDemo federation:")
     for field in dataclasses.fields(summary):
-        print(f"  {field.name}: {getattr(summary, field.name)}")
+        value = getattr(summary, field.name)
+        shown = ", ".join(value) if isinstance(value, tuple) else value
+        print(f"  {field.name}: {shown}")
     return 0
 
 
@@ -277,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
         description="Print the OpenAPI document the app serves, as YAML.",
     )
     openapi.set_defaults(handler=cmd_openapi)
+    exchange_cli.add_commands(commands)
     return root
 
 

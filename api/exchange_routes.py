@@ -223,11 +223,11 @@ def propose_protocol(
     or after the approvals the federation requires."""
     _require(principal, Role.FEDERATION)
     exchange = _exchange(state)
+    expected = None
     if if_match is not None:
-        existing = exchange.protocol_versions(from_currency, to_currency)
-        newest = existing[-1].version if existing else 0
-        if if_match.strip().removeprefix("W/").strip('"') != str(newest):
-            raise LedgerError(Code.VERSION_MISMATCH, extra={"version": newest})
+        tag = if_match.strip().removeprefix("W/").strip('"')
+        readable = tag.isascii() and tag.isdigit() and len(tag) <= 9
+        expected = int(tag) if readable else -1  # -1 matches no version
     spec = ProtocolSpec(
         from_currency=from_currency,
         to_currency=to_currency,
@@ -253,7 +253,9 @@ def propose_protocol(
         effective_from=body.effective_from,
         effective_until=body.effective_until,
     )
-    return _protocol_view(exchange.propose(spec, by=_by(principal), reason=body.reason))
+    return _protocol_view(
+        exchange.propose(spec, by=_by(principal), reason=body.reason, expected_version=expected)
+    )
 
 
 @router.post(

@@ -39,8 +39,11 @@ from ledger.money import is_amount
 
 BPS = 10_000
 MAX_RATE_PART = 10**18
-_DECIMAL = re.compile(r"^(\d{1,19})(?:\.(\d{1,18}))?$")
-_RATIONAL = re.compile(r"^(\d{1,19})/(\d{1,19})$")
+MAX_DECIMAL_PLACES = 18
+# ASCII digits only: ``\d`` would also take "１" or "١", digits to Unicode, not to a treasurer.
+_DECIMAL = re.compile(r"^([0-9]{1,19})(?:\.([0-9]{1,18}))?$")  # MAX_DECIMAL_PLACES
+_RATIONAL = re.compile(r"^([0-9]{1,19})/([0-9]{1,19})$")
+_STORED = re.compile(r"^([0-9]+)(?:\.([0-9]+)|/([0-9]+))?$")
 
 
 class AmountOutOfRangeError(ValueError):
@@ -90,7 +93,8 @@ def parse_rate(text: object) -> Fraction:
 
 
 def format_rate(rate: Fraction) -> str:
-    """Exact text for a rate: a decimal when one is exact, else ``numerator/denominator``."""
+    """Exact text for a rate: a decimal when one is exact in at most 18 places (what
+    ``parse_rate`` reads back), else ``numerator/denominator``."""
     denominator = rate.denominator
     twos = fives = 0
     while denominator % 2 == 0:
@@ -99,15 +103,27 @@ def format_rate(rate: Fraction) -> str:
     while denominator % 5 == 0:
         denominator //= 5
         fives += 1
-    if denominator != 1:
-        return f"{rate.numerator}/{rate.denominator}"
     places = max(twos, fives)
+    if denominator != 1 or places > MAX_DECIMAL_PLACES:
+        return f"{rate.numerator}/{rate.denominator}"
     if places == 0:
         return str(rate.numerator)
     scaled = rate.numerator * 10**places // rate.denominator
     sign = "-" if scaled < 0 else ""
     digits = str(abs(scaled)).rjust(places + 1, "0")
     return f"{sign}{digits[:-places]}.{digits[-places:]}"
+
+
+def read_stored_rate(text: str) -> Fraction:
+    """A rate as ``format_rate`` stored it, without ``parse_rate``'s bounds: a minor rate
+    derived from two valuations and two scales can outgrow 10^18 in either part."""
+    match = _STORED.match(text)
+    if match is None or (match.group(3) is not None and int(match.group(3)) == 0):
+        raise ValueError(f"{text!r} is not a stored rate")
+    whole, fraction, denominator = match.groups()
+    if fraction is not None:
+        return Fraction(int(whole + fraction), 10 ** len(fraction))
+    return Fraction(int(whole), int(denominator or 1))
 
 
 def minor_rate_from_major(rate: Fraction, scale_from: int, scale_to: int) -> Fraction:

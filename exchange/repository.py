@@ -24,7 +24,9 @@ quotes = cast(Table, QuoteRow.__table__)
 conversions = cast(Table, ConversionRow.__table__)
 
 
-def settings(connection: Connection) -> RowMapping | None:
+def settings(connection: Connection, *, lock: bool = False) -> RowMapping | None:
+    """The settings row; ``lock`` takes it for the rest of the unit of work, which is how
+    changes to valuations and protocols queue behind each other (see ``service``)."""
     statement = (
         select(
             settings_table,
@@ -34,6 +36,8 @@ def settings(connection: Connection) -> RowMapping | None:
         .join(currencies, currencies.c.id == settings_table.c.reference_currency_id)
         .join(communities, communities.c.id == settings_table.c.federation_community_id)
     )
+    if lock:
+        statement = statement.with_for_update(of=settings_table)
     return connection.execute(statement).mappings().first()
 
 
@@ -49,9 +53,15 @@ def insert_valuation(connection: Connection, values: dict[str, Any]) -> None:
 
 
 def valuation_at(connection: Connection, currency_id: int, at: dt.datetime) -> RowMapping | None:
+    """The valuation in force at ``at``: the latest to take effect among those recorded by
+    then, so a valuation recorded with a past ``effective_from`` does not rewrite history."""
     statement = (
         select(valuations)
-        .where(valuations.c.currency_id == currency_id, valuations.c.effective_from <= at)
+        .where(
+            valuations.c.currency_id == currency_id,
+            valuations.c.effective_from <= at,
+            valuations.c.recorded_at <= at,
+        )
         .order_by(valuations.c.effective_from.desc(), valuations.c.id.desc())
         .limit(1)
     )
@@ -91,7 +101,10 @@ def protocol_version_by_id(
 def protocol_in_force(
     connection: Connection, from_id: int, to_id: int, at: dt.datetime
 ) -> RowMapping | None:
-    """The latest activated version of the pair that had taken effect by ``at``."""
+    """The version in force at ``at``: the highest active version of the pair that had
+    been activated and had taken effect by then. A version scheduled for later leaves the
+    one before it in force until its ``effective_from``; a proposal approved after a newer
+    version (a suspension, say) does not override it."""
     statement = (
         select(protocol_versions)
         .where(
@@ -99,11 +112,46 @@ def protocol_in_force(
             protocol_versions.c.to_currency_id == to_id,
             protocol_versions.c.state == "active",
             protocol_versions.c.activated_at <= at,
+            protocol_versions.c.effective_from <= at,
         )
-        .order_by(protocol_versions.c.activated_at.desc(), protocol_versions.c.version.desc())
+        .order_by(protocol_versions.c.version.desc())
         .limit(1)
     )
     return connection.execute(statement).mappings().first()
+
+
+def protocol_scheduled(
+    connection: Connection, from_id: int, to_id: int, at: dt.datetime
+) -> RowMapping | None:
+    """The first active version of the pair that takes effect after ``at``, if any."""
+    statement = (
+        select(protocol_versions)
+        .where(
+            protocol_versions.c.from_currency_id == from_id,
+            protocol_versions.c.to_currency_id == to_id,
+            protocol_versions.c.state == "active",
+            protocol_versions.c.effective_from > at,
+        )
+        .order_by(protocol_versions.c.effective_from, protocol_versions.c.version)
+        .limit(1)
+    )
+    return connection.execute(statement).mappings().first()
+
+
+def changes_after(connection: Connection, at: dt.datetime) -> list[dt.datetime]:
+    """The instants after ``at`` at which a recorded valuation or active protocol version
+    takes effect: where the set of rates in force can next change."""
+    instants = {
+        *connection.execute(
+            select(valuations.c.effective_from).where(valuations.c.effective_from > at)
+        ).scalars(),
+        *connection.execute(
+            select(protocol_versions.c.effective_from).where(
+                protocol_versions.c.state == "active", protocol_versions.c.effective_from > at
+            )
+        ).scalars(),
+    }
+    return sorted(instants)
 
 
 def protocol_versions_of(connection: Connection, from_id: int, to_id: int) -> Sequence[RowMapping]:

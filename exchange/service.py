@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import Connection, RowMapping
 
@@ -145,7 +145,7 @@ class Exchange:
         start = effective_from or now
 
         def work(connection: Connection) -> Valuation:
-            current = _settings(connection)
+            current = _settings(connection, lock=True)
             if currency == current.reference_unit and rate != 1:
                 raise LedgerError(
                     Code.RATE_INVALID, "The reference unit is worth exactly 1.", field="rate"
@@ -162,7 +162,7 @@ class Exchange:
                     "reason": reason,
                 },
             )
-            _check_no_arbitrage(connection, start)
+            _check_no_arbitrage(connection, now)
             record_events(connection, now, [(EventKind.VALUATION_CHANGED, None, None, ())])
             return Valuation(currency, rate, start, now, by, reason)
 
@@ -190,9 +190,20 @@ class Exchange:
 
     # -- protocols ------------------------------------------------------------------------------
 
-    def propose(self, spec: ProtocolSpec, *, by: str, reason: str) -> ProtocolVersion:
+    def propose(
+        self,
+        spec: ProtocolSpec,
+        *,
+        by: str,
+        reason: str,
+        expected_version: int | None = None,
+    ) -> ProtocolVersion:
         """A new version of the pair's protocol. It is in force at once when the federation
-        asks for no approvals; otherwise once enough other federation keys approve it."""
+        asks for no approvals; otherwise once enough other federation keys approve it.
+
+        ``expected_version``, when given, is the pair's newest version number as the caller
+        read it (0: none yet); a change made since refuses this one with
+        ``version_mismatch``."""
         source = self.ledger.get_currency(spec.from_currency)
         target = self.ledger.get_currency(spec.to_currency)
         if source.id == target.id:
@@ -213,7 +224,7 @@ class Exchange:
         spec = replace(spec, effective_from=spec.effective_from or now)
 
         def work(connection: Connection) -> ProtocolVersion:
-            current = _settings(connection)
+            current = _settings(connection, lock=True)
             if spec.allowed and spec.fixed_rate is None:
                 for code, held_id in (
                     (spec.from_currency, source.id),
@@ -225,12 +236,20 @@ class Exchange:
                             f"{code} has no valuation, so a rate cannot be derived for it.",
                             field="rate",
                         )
+            number = repo.next_protocol_version(connection, source.id, target.id)
+            if expected_version is not None and expected_version != number - 1:
+                raise LedgerError(
+                    Code.VERSION_MISMATCH,
+                    f"The protocol for {spec.from_currency} -> {spec.to_currency} is at version "
+                    f"{number - 1} now; read it again and retry.",
+                    extra={"version": number - 1},
+                )
             immediate = current.approvals_required == 0 or (spec.suspended and by != "")
             version_id = repo.insert_protocol_version(
                 connection,
                 {
                     **_spec_values(spec, source.id, target.id),
-                    "version": repo.next_protocol_version(connection, source.id, target.id),
+                    "version": number,
                     "state": "active" if immediate else "proposed",
                     "proposed_at": now,
                     "proposed_by": by,
@@ -252,7 +271,7 @@ class Exchange:
         """Record one approval; the version comes into force with the last one needed."""
 
         def work(connection: Connection) -> ProtocolVersion:
-            current = _settings(connection)
+            current = _settings(connection, lock=True)
             row = repo.protocol_version_by_id(connection, version_id, lock=True)
             if row is None or row["state"] != "proposed":
                 raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="version_id")
@@ -408,6 +427,14 @@ class Exchange:
         of the protocol's rate (fees and rounding included)."""
         payer = self.ledger.get_account(payer_account_id)
         payee = self.ledger.get_account(payee_account_id)
+        if client_id is not None:
+            replayed = self._replay(
+                client_id,
+                scope,
+                (payer.id, payee.id, quote_id, source_amount, target_amount, memo, category),
+            )
+            if replayed is not None:
+                return replayed
         now = self.clock()
         quote_row = None
         if quote_id is not None:
@@ -421,19 +448,44 @@ class Exchange:
                 _check_slippage(priced, max_slippage_bps)
         conversion = priced.conversion
         settings = self.settings()
-        liquidity_from = self._federation_account(settings, payer.currency, AccountType.LIQUIDITY)
-        liquidity_to = self._federation_account(settings, payee.currency, AccountType.LIQUIDITY)
-        postings = [PostingDraft(payer.id, liquidity_from, conversion.source_used, payer.currency)]
-        if conversion.fee:
-            fee_account = priced.version.spec.fee_account_id or self._federation_account(
-                settings, payer.currency, AccountType.FEES
-            )
-            postings.append(PostingDraft(payer.id, fee_account, conversion.fee, payer.currency))
+        hook = _ConversionHook(self, payer, payee, priced, quote_id)
+        needed = [(payer.currency, AccountType.LIQUIDITY), (payee.currency, AccountType.LIQUIDITY)]
+        fee_account = priced.version.spec.fee_account_id
+        if conversion.fee and fee_account is None:
+            needed.append((payer.currency, AccountType.FEES))
         if conversion.residue:
-            rounding = self._federation_account(settings, payer.currency, AccountType.ROUNDING)
+            needed.append((payer.currency, AccountType.ROUNDING))
+        accounts = {
+            need: self._federation_account(settings, *need, open_missing=False) for need in needed
+        }
+        if None in accounts.values():
+            # The federation's accounts open on a pair's first conversion; check the rules
+            # first, so that a conversion they refuse leaves no trace, not even an account.
+            self._read(lambda connection: hook.check(connection, self.clock()))
+            accounts = {need: self._federation_account(settings, *need) for need in needed}
+        ids = {need: account for need, account in accounts.items() if account is not None}
+        assert len(ids) == len(needed)
+        postings = [
+            PostingDraft(
+                payer.id,
+                ids[payer.currency, AccountType.LIQUIDITY],
+                conversion.source_used,
+                payer.currency,
+            )
+        ]
+        if conversion.fee:
+            fee_to = fee_account or ids[payer.currency, AccountType.FEES]
+            postings.append(PostingDraft(payer.id, fee_to, conversion.fee, payer.currency))
+        if conversion.residue:
+            rounding = ids[payer.currency, AccountType.ROUNDING]
             postings.append(PostingDraft(payer.id, rounding, conversion.residue, payer.currency))
         postings.append(
-            PostingDraft(liquidity_to, payee.id, conversion.target_amount, payee.currency)
+            PostingDraft(
+                ids[payee.currency, AccountType.LIQUIDITY],
+                payee.id,
+                conversion.target_amount,
+                payee.currency,
+            )
         )
         draft = TransactionDraft(
             postings=tuple(postings),
@@ -449,8 +501,45 @@ class Exchange:
                 },
             },
         )
-        hook = _ConversionHook(self, payer, payee, priced, quote_id)
         return self.ledger.post_transaction(draft, scope=scope, hook=hook)
+
+    def _replay(
+        self,
+        client_id: str,
+        scope: str,
+        request: tuple[int, int, str | None, int | None, int | None, str | None, str | None],
+    ) -> Outcome | None:
+        """A retry answers with the conversion its client id first made, even when the rate
+        has moved since: the ledger's own replay compares the priced postings, which a new
+        rate would change, so the request is compared here instead. None: a first request."""
+
+        def work(connection: Connection) -> tuple[int, RowMapping | None] | None:
+            found = ledger_repository.transactions_by_client_id(connection, scope, [client_id])
+            if not found:
+                return None
+            transaction_id = int(found[0]["id"])
+            return transaction_id, repo.conversion_by_transaction(connection, transaction_id)
+
+        stored = self._read(work)
+        if stored is None:
+            return None
+        transaction_id, conversion = stored
+        transaction = self.ledger.get_transaction(transaction_id)
+        payer_id, payee_id, quote_id, source_amount, target_amount, memo, category = request
+        same = conversion is not None and (
+            (conversion["payer_account_id"], conversion["payee_account_id"]) == (payer_id, payee_id)
+            and conversion["quote_id"] == quote_id
+            and source_amount in (None, conversion["source_amount"])
+            and target_amount in (None, conversion["target_amount"])
+            and (transaction.memo, transaction.category) == (memo, category)
+        )
+        if not same:
+            raise LedgerError(
+                Code.IDEMPOTENCY_CONFLICT,
+                field="client_id",
+                extra={"transaction_id": transaction_id},
+            )
+        return Outcome(transaction, None, replayed=True)
 
     def conversion_of(self, transaction_id: int) -> RowMapping | None:
         return self._read(
@@ -475,7 +564,10 @@ class Exchange:
             )
         version = self.protocol_in_force(payer.currency, to_currency, at)
         if version is None:
-            raise LedgerError(Code.CONVERSION_NOT_ALLOWED, field="to_currency")
+            raise self._not_in_force(payer.currency, to_currency, at)
+        if not version.spec.allowed:
+            # Before the rate: a forbidden pair needs no valuations to be refused.
+            raise LedgerError(Code.CONVERSION_FORBIDDEN, field="to_currency")
         rate, valuation_from, valuation_to = self._rate(version, at)
         fee_bps = version.spec.fee_bps
         try:
@@ -490,9 +582,28 @@ class Exchange:
             raise LedgerError(Code.AMOUNT_OUT_OF_RANGE, field="source_amount") from error
         return Priced(version, rate, conversion, valuation_from, valuation_to)
 
+    def _not_in_force(self, from_currency: str, to_currency: str, at: dt.datetime) -> LedgerError:
+        """No version of the pair is in force at ``at``: either none will be, or one is
+        scheduled to take effect later."""
+        source = self.ledger.get_currency(from_currency)
+        target = self.ledger.get_currency(to_currency)
+        scheduled = self._read(
+            lambda connection: repo.protocol_scheduled(connection, source.id, target.id, at)
+        )
+        if scheduled is None:
+            return LedgerError(Code.CONVERSION_NOT_ALLOWED, field="to_currency")
+        return LedgerError(
+            Code.PROTOCOL_NOT_IN_FORCE,
+            f"The protocol for {from_currency} -> {to_currency} takes effect at "
+            f"{scheduled['effective_from']:%Y-%m-%d %H:%M:%S} UTC.",
+            extra={"effective_from": scheduled["effective_from"].isoformat()},
+        )
+
     def _rate(
-        self, version: ProtocolVersion, at: dt.datetime
+        self, version: ProtocolVersion, at: dt.datetime, connection: Connection | None = None
     ) -> tuple[Fraction, Fraction | None, Fraction | None]:
+        """The minor rate of a version at an instant, and the valuations it came from; read
+        on ``connection`` when given (inside the conversion's unit of work)."""
         source = self.ledger.get_currency(version.spec.from_currency)
         target = self.ledger.get_currency(version.spec.to_currency)
         if version.spec.fixed_rate is not None:
@@ -501,8 +612,21 @@ class Exchange:
                 None,
                 None,
             )
-        valuation_from = self.valuation_at(source.code, at).rate
-        valuation_to = self.valuation_at(target.code, at).rate
+
+        def valuations(on: Connection) -> tuple[Fraction, Fraction]:
+            found = []
+            for held in (source, target):
+                row = repo.valuation_at(on, held.id, at)
+                if row is None:
+                    raise LedgerError(
+                        Code.VALUATION_MISSING, f"{held.code} has no valuation.", field="currency"
+                    )
+                found.append(Fraction(row["rate_numerator"], row["rate_denominator"]))
+            return found[0], found[1]
+
+        valuation_from, valuation_to = (
+            self._read(valuations) if connection is None else valuations(connection)
+        )
         rate = rates.minor_rate(valuation_from, source.scale, valuation_to, target.scale)
         return rate, valuation_from, valuation_to
 
@@ -526,14 +650,28 @@ class Exchange:
             source_used=row["source_used"],
             residue=row["residue"],
             target_amount=row["target_amount"],
-            rate=rates.parse_rate(row["rate"]),
+            rate=rates.read_stored_rate(row["rate"]),
             fee_bps=version.spec.fee_bps,
         )
-        return Priced(version, conversion.rate, conversion, None, None)
+        # The valuations the quote was priced with: those in force when it was made (a
+        # valuation recorded later never changes what was in force then).
+        _, valuation_from, valuation_to = self._rate(version, row["created_at"])
+        return Priced(version, conversion.rate, conversion, valuation_from, valuation_to)
 
-    def _federation_account(self, settings: Settings, currency: str, kind: AccountType) -> int:
+    @overload
+    def _federation_account(self, settings: Settings, currency: str, kind: AccountType) -> int: ...
+
+    @overload
+    def _federation_account(
+        self, settings: Settings, currency: str, kind: AccountType, *, open_missing: bool
+    ) -> int | None: ...
+
+    def _federation_account(
+        self, settings: Settings, currency: str, kind: AccountType, *, open_missing: bool = True
+    ) -> int | None:
         """The federation's liquidity, fee or rounding account for a currency, opened on
-        first use (no floor: the federation's own position may go either way)."""
+        first use (no floor: the federation's own position may go either way); None when
+        it is not open yet and ``open_missing`` is false."""
         name = FEDERATION_ACCOUNTS[kind]
         page = self.ledger.list_accounts(
             community=settings.federation_community, currency=currency, type=kind
@@ -541,6 +679,8 @@ class Exchange:
         for account in page.items:
             if account.name == name:
                 return account.id
+        if not open_missing:
+            return None
         try:
             opened = self.ledger.open_account(
                 community=settings.federation_community,
@@ -610,7 +750,7 @@ class _ConversionHook:
         if spec.windows is not None and not any(window.is_open(now) for window in spec.windows):
             raise LedgerError(Code.WINDOW_CLOSED)
         if self.quote_id is None and spec.fixed_rate is None:
-            current_rate, _, _ = self.exchange._rate(self.priced.version, now)
+            current_rate, _, _ = self.exchange._rate(self.priced.version, now, connection)
             if current_rate != self.priced.rate:
                 raise LedgerError(
                     Code.PROTOCOL_CHANGED, "A valuation changed while pricing; retry."
@@ -618,7 +758,7 @@ class _ConversionHook:
         self._check_limits(connection, spec, now)
 
     def _check_limits(self, connection: Connection, spec: ProtocolSpec, now: dt.datetime) -> None:
-        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         month = day.replace(day=1)
         amount = self.priced.conversion.source_amount
         for name in LIMIT_NAMES:
@@ -683,8 +823,12 @@ class _ConversionHook:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _settings(connection: Connection) -> Settings:
-    row = repo.settings(connection)
+def _settings(connection: Connection, *, lock: bool = False) -> Settings:
+    """The federation's settings. Every change to valuations or protocols locks them first,
+    so such changes run one after another even on PostgreSQL's READ COMMITTED: two changes
+    that are each free of arbitrage but together close a gaining circle cannot both pass
+    ``_check_no_arbitrage``, and two versions of a pair cannot take the same number."""
+    row = repo.settings(connection, lock=lock)
     if row is None:
         raise LedgerError(Code.EXCHANGE_NOT_CONFIGURED)
     return Settings(
@@ -847,15 +991,25 @@ def _protocol_version(connection: Connection, row: RowMapping) -> ProtocolVersio
     )
 
 
-def _check_no_arbitrage(connection: Connection, at: dt.datetime) -> None:
+def _check_no_arbitrage(connection: Connection, now: dt.datetime) -> None:
     """Refuse a change after which converting round a circle of currencies at the
-    protocols' rates (before fees) would multiply value."""
+    protocols' rates (before fees) would multiply value, now or at any later instant at
+    which a scheduled valuation or protocol version takes effect."""
     codes = _currency_codes(connection)
+    for at in (now, *repo.changes_after(connection, now)):
+        _check_no_arbitrage_at(connection, codes, at, later=at != now)
+
+
+def _check_no_arbitrage_at(
+    connection: Connection, codes: dict[int, str], at: dt.datetime, *, later: bool
+) -> None:
     edges: dict[tuple[str, str], Fraction] = {}
     for from_id, to_id in repo.protocol_pairs(connection):
         row = repo.protocol_in_force(connection, from_id, to_id, at)
         if row is None or not row["allowed"] or row["suspended"]:
             continue
+        if row["effective_until"] is not None and row["effective_until"] <= at:
+            continue  # ended: no conversion follows this edge any more
         if row["fixed_rate_numerator"] is not None:
             edges[codes[from_id], codes[to_id]] = Fraction(
                 row["fixed_rate_numerator"], row["fixed_rate_denominator"]
@@ -871,9 +1025,10 @@ def _check_no_arbitrage(connection: Connection, at: dt.datetime) -> None:
     found = rates.find_gain_cycle(edges)
     if found is not None:
         gain, cycle = found
+        when = f" from {at:%Y-%m-%d %H:%M:%S} UTC" if later else ""
         raise LedgerError(
             Code.ARBITRAGE_CYCLE,
             f"Converting round {' -> '.join(cycle)} would multiply value "
-            f"by {rates.format_rate(gain)}.",
-            extra={"cycle": cycle, "gain": rates.format_rate(gain)},
+            f"by {rates.format_rate(gain)}{when}.",
+            extra={"cycle": cycle, "gain": rates.format_rate(gain), "at": at.isoformat()},
         )
