@@ -265,7 +265,23 @@ class Exchange:
             assert row is not None
             return _protocol_version(connection, row)
 
-        return self._write(work)
+        return self._open_accounts_for(self._write(work))
+
+    def _open_accounts_for(self, version: ProtocolVersion) -> ProtocolVersion:
+        """Open the federation's accounts a pair's conversions post to once its protocol is
+        in force, so that a conversion never has to open one: a refused conversion then
+        leaves nothing behind."""
+        spec = version.spec
+        if version.state == "active" and spec.allowed:
+            settings = self.settings()
+            for currency, kind in (
+                (spec.from_currency, AccountType.LIQUIDITY),
+                (spec.to_currency, AccountType.LIQUIDITY),
+                (spec.from_currency, AccountType.FEES),
+                (spec.from_currency, AccountType.ROUNDING),
+            ):
+                self._federation_account(settings, currency, kind)
+        return version
 
     def approve(self, version_id: int, *, by: str) -> ProtocolVersion:
         """Record one approval; the version comes into force with the last one needed."""
@@ -290,7 +306,7 @@ class Exchange:
             assert updated is not None
             return _protocol_version(connection, updated)
 
-        return self._write(work)
+        return self._open_accounts_for(self._write(work))
 
     def suspend(
         self, from_currency: str, to_currency: str, *, by: str, reason: str
@@ -364,6 +380,9 @@ class Exchange:
         payer = self.ledger.get_account(payer_account_id)
         now = self.clock()
         priced = self._price(payer, to_currency, source_amount, target_amount, now)
+        # A quote the conversion would refuse is no use to anyone: refuse it now. Limits
+        # are left to the conversion, which counts what was converted by then.
+        _check_protocol_admits(priced.version.spec, payer, now)
         quote_seconds = self.settings().quote_seconds
         conversion = priced.conversion
         quote = Quote(
@@ -696,6 +715,24 @@ class Exchange:
         return opened.id
 
 
+def _check_protocol_admits(spec: ProtocolSpec, payer: Account, now: dt.datetime) -> None:
+    """The protocol's own rules for this payer at this instant (limits aside)."""
+    if not spec.allowed:
+        raise LedgerError(Code.CONVERSION_FORBIDDEN)
+    if spec.suspended:
+        raise LedgerError(Code.PROTOCOL_SUSPENDED)
+    if (spec.effective_from is not None and now < spec.effective_from) or (
+        spec.effective_until is not None and now >= spec.effective_until
+    ):
+        raise LedgerError(Code.PROTOCOL_NOT_IN_FORCE)
+    if spec.eligible_account_types is not None and payer.type not in spec.eligible_account_types:
+        raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=payer.id)
+    if spec.eligible_account_ids is not None and payer.id not in spec.eligible_account_ids:
+        raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=payer.id)
+    if spec.windows is not None and not any(window.is_open(now) for window in spec.windows):
+        raise LedgerError(Code.WINDOW_CLOSED)
+
+
 class _ConversionHook:
     """The exchange rules, checked inside the unit of work that posts the conversion."""
 
@@ -732,23 +769,7 @@ class _ConversionHook:
         if row["id"] != self.priced.version.id:
             raise LedgerError(Code.PROTOCOL_CHANGED, extra={"version": row["version"]})
         spec = self.priced.version.spec
-        if not spec.allowed:
-            raise LedgerError(Code.CONVERSION_FORBIDDEN)
-        if spec.suspended:
-            raise LedgerError(Code.PROTOCOL_SUSPENDED)
-        if (spec.effective_from is not None and now < spec.effective_from) or (
-            spec.effective_until is not None and now >= spec.effective_until
-        ):
-            raise LedgerError(Code.PROTOCOL_NOT_IN_FORCE)
-        if (
-            spec.eligible_account_types is not None
-            and self.payer.type not in spec.eligible_account_types
-        ):
-            raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=self.payer.id)
-        if spec.eligible_account_ids is not None and self.payer.id not in spec.eligible_account_ids:
-            raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=self.payer.id)
-        if spec.windows is not None and not any(window.is_open(now) for window in spec.windows):
-            raise LedgerError(Code.WINDOW_CLOSED)
+        _check_protocol_admits(spec, self.payer, now)
         if self.quote_id is None and spec.fixed_rate is None:
             current_rate, _, _ = self.exchange._rate(self.priced.version, now, connection)
             if current_rate != self.priced.rate:

@@ -1468,11 +1468,17 @@ def _encode_cursor(at_micros: int, row_id: int) -> str:
     return base64.urlsafe_b64encode(f"{at_micros}:{row_id}".encode()).decode().rstrip("=")
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at_text, id_text = text.split(":")
-        return int(at_text), int(id_text)
+        at, row_id = int(at_text), int(id_text)
+        if at not in _INT64 or row_id not in _INT64:
+            raise ValueError("a cursor holds 64-bit numbers")  # a crafted one; never ours
+        return at, row_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise LedgerError(Code.CURSOR_INVALID, field="cursor") from error
 

@@ -333,3 +333,19 @@ def test_concurrent_conversions_never_pass_a_daily_limit(
     assert outcomes.count("ok") == 1_000 // 30
     assert ledger.balance(market.cai_hearts).posted == outcomes.count("ok") * 30
     assert dt.datetime.now(dt.UTC) > market.exchange.protocol_in_force("HRB", "HHT").effective_from
+
+
+def test_a_quote_the_conversion_would_refuse_is_refused_at_once(market: Market) -> None:
+    for payer, to_currency, code in (
+        (market.ana_hearts, "SEK", Code.ACCOUNT_NOT_ELIGIBLE),
+        (market.ana_leaves, "SEK", Code.CONVERSION_FORBIDDEN),
+    ):
+        with pytest.raises(LedgerError) as raised:
+            market.exchange.quote(
+                payer_account_id=payer, to_currency=to_currency, source_amount=100
+            )
+        assert raised.value.code == code
+    quote = market.exchange.quote(
+        payer_account_id=market.provider_hearts, to_currency="SEK", source_amount=100
+    )
+    assert quote.target_amount > 0
