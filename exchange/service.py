@@ -80,6 +80,7 @@ class Exchange:
         self.ledger = ledger
         self.engine = ledger.engine
         self.clock = ledger.clock
+        self._federation_ids: dict[tuple[str, str, AccountType], int] = {}
 
     def _write(self, work: Callable[[Connection], T]) -> T:
         return run_in_transaction(self.engine, work, write=True)
@@ -692,11 +693,15 @@ class Exchange:
         first use (no floor: the federation's own position may go either way); None when
         it is not open yet and ``open_missing`` is false."""
         name = FEDERATION_ACCOUNTS[kind]
+        key = (settings.federation_community, currency, kind)
+        if key in self._federation_ids:
+            return self._federation_ids[key]
         page = self.ledger.list_accounts(
             community=settings.federation_community, currency=currency, type=kind
         )
         for account in page.items:
             if account.name == name:
+                self._federation_ids[key] = account.id  # an account is never deleted
                 return account.id
         if not open_missing:
             return None

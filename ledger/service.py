@@ -151,6 +151,7 @@ class Ledger:
         self.engine = engine
         self.clock = clock
         self.observers = tuple(observers)
+        self._currencies: dict[str, Currency] = {}
 
     # -- communities and currencies -----------------------------------------------------
 
@@ -227,7 +228,13 @@ class Ledger:
         return self._write_unique(work, Code.CURRENCY_EXISTS, field="code")
 
     def get_currency(self, code: str) -> Currency:
-        return self._read(lambda connection: _currency(connection, code))
+        # A currency never changes once created, so what was read once stays true.
+        known = self._currencies.get(code)
+        if known is None:
+            known = self._currencies[code] = self._read(
+                lambda connection: _currency(connection, code)
+            )
+        return known
 
     def list_currencies(self) -> list[Currency]:
         return self._read(
@@ -694,9 +701,7 @@ class Ledger:
             repo.insert_postings(connection, posting_rows)
             repo.insert_entries(connection, entry_rows)
             repo.insert_holds(connection, hold_rows)
-            repo.update_account_balances(
-                connection, [_balance_update(a) for a in history.values()]
-            )
+            repo.update_account_balances(connection, [_balance_update(a) for a in history.values()])
             _emit(connection, accepted[-1][2], events)
         self._notify(connection, movements)
         return results
