@@ -14,6 +14,8 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -141,3 +143,131 @@ class ConversionRow(Base):
     valuation_from: Mapped[str | None] = mapped_column(String(80))
     valuation_to: Mapped[str | None] = mapped_column(String(80))
     at: Mapped[dt.datetime] = mapped_column(Instant)
+
+
+# -- reciprocity (exchange/reciprocity.py) ------------------------------------------------------
+#
+# Flows are ledger transactions between per-community position accounts in the reference
+# unit (see reciprocity.py); these tables tie each flow to the transaction that caused it and
+# keep the aggregates the reports read, so no report sums history.
+
+
+class ReciprocityFlowRow(Base):
+    """One flow a ledger transaction caused: ``giver`` gave ``amount`` (reference-unit minor
+    units) to ``receiver``. A reversal's rows carry the negated amounts of its original's."""
+
+    __tablename__ = "reciprocity_flows"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), index=True)
+    giver_community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
+    receiver_community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[dt.datetime] = mapped_column(Instant)
+    # The ledger transaction between the two position accounts that books this flow (None
+    # only if flows of one write between the same two communities cancelled out).
+    position_transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+
+
+class ReciprocityDayRow(Base):
+    """What ``giver`` gave ``receiver`` on one UTC day: the sum of that day's flows."""
+
+    __tablename__ = "reciprocity_days"
+    __table_args__ = (
+        Index(None, "receiver_community_id", "day"),
+        Index(None, "day"),
+    )
+
+    giver_community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    receiver_community_id: Mapped[int] = mapped_column(
+        ForeignKey("communities.id"), primary_key=True
+    )
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReciprocityPairRow(Base):
+    """What ``giver`` gave ``receiver`` in all (``given``), and how much of the receiver's
+    resulting obligation to the giver multilateral clearing has set off (``cleared``)."""
+
+    __tablename__ = "reciprocity_pairs"
+    __table_args__ = (Index(None, "receiver_community_id"),)
+
+    giver_community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), primary_key=True)
+    receiver_community_id: Mapped[int] = mapped_column(
+        ForeignKey("communities.id"), primary_key=True
+    )
+    given: Mapped[int] = mapped_column(BigInteger)
+    cleared: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReciprocityUnvaluedRow(Base):
+    """A cross-community transaction that recorded no flow because a currency it moved had
+    no valuation in force when it posted: reports count these rather than hide them."""
+
+    __tablename__ = "reciprocity_unvalued"
+    __table_args__ = (
+        Index(None, "community_id", "day"),
+        Index(None, "day"),
+    )
+
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), primary_key=True)
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), primary_key=True)
+    currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    day: Mapped[dt.date] = mapped_column(Date)
+    at: Mapped[dt.datetime] = mapped_column(Instant)
+
+
+class CreditLineRow(Base):
+    """The most a community may owe the rest of the network: its net position (given minus
+    received, in reference-unit minor units) may not fall below ``-credit_limit``."""
+
+    __tablename__ = "community_credit_lines"
+    __table_args__ = (CheckConstraint("credit_limit >= 0", name="credit_limit_positive"),)
+
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), primary_key=True)
+    credit_limit: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(Instant)
+    updated_by: Mapped[str] = mapped_column(String(100))
+
+
+class ReciprocitySettingsRow(Base):
+    """The federation's free-rider thresholds: one row. Either may be unset."""
+
+    __tablename__ = "reciprocity_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Net intake (received minus given) at or above which a community is flagged.
+    free_rider_absolute: Mapped[int | None] = mapped_column(BigInteger)
+    # Share of its volume a community takes net, (received - given) / (received + given),
+    # at or above which it is flagged; exact text ("0.25", "1/3").
+    free_rider_relative: Mapped[str | None] = mapped_column(String(80))
+    updated_at: Mapped[dt.datetime] = mapped_column(Instant)
+    updated_by: Mapped[str] = mapped_column(String(100))
+
+
+class ClearingProposalRow(Base):
+    """A multilateral set-off computed from the obligations of one moment, kept with the
+    fingerprint of those obligations; executing it checks they are still the same."""
+
+    __tablename__ = "clearing_proposals"
+    __table_args__ = (Index(None, "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reference_currency_id: Mapped[int] = mapped_column(ForeignKey("currencies.id"))
+    # [[debtor slug, creditor slug, amount], …] in (debtor, creditor) order.
+    obligations: Mapped[list[Any]] = mapped_column(JSON)
+    cleared: Mapped[list[Any]] = mapped_column(JSON)
+    remaining: Mapped[list[Any]] = mapped_column(JSON)
+    # [[[slug, …], amount], …]: each cycle the set-off runs round, and by how much.
+    cycles: Mapped[list[Any]] = mapped_column(JSON)
+    gross_before: Mapped[int] = mapped_column(BigInteger)
+    gross_after: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(Instant)
+    created_by: Mapped[str] = mapped_column(String(100))
+    executed_at: Mapped[dt.datetime | None] = mapped_column(Instant)
+    executed_by: Mapped[str | None] = mapped_column(String(100))
+    # The ledger transactions that booked the set-off between position accounts.
+    transaction_ids: Mapped[list[Any]] = mapped_column(JSON)

@@ -79,6 +79,9 @@ class Code(StrEnum):
     QUOTE_MISMATCH = "quote_mismatch"
     PROTOCOL_CHANGED = "protocol_changed"
     SLIPPAGE_EXCEEDED = "slippage_exceeded"
+    # Reciprocity (exchange/reciprocity.py raises these).
+    COMMUNITY_CREDIT_LIMIT_EXCEEDED = "community_credit_limit_exceeded"
+    CLEARING_OBLIGATIONS_CHANGED = "clearing_obligations_changed"
     # The HTTP edge (api/ raises these; they live here so there is one catalogue).
     MALFORMED_BODY = "malformed_body"
     UNAUTHENTICATED = "unauthenticated"
@@ -214,6 +217,17 @@ CATALOGUE: dict[Code, Rule] = {
     ),
     Code.SLIPPAGE_EXCEEDED: Rule(
         "The current rate is worse than the slippage you allowed.", 409, True
+    ),
+    Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED: Rule(
+        "The payment would take a community past the most it may owe the rest of the network.",
+        409,
+        True,
+    ),
+    Code.CLEARING_OBLIGATIONS_CHANGED: Rule(
+        "The obligations between communities changed since this clearing was proposed; "
+        "ask for a new proposal.",
+        409,
+        False,
     ),
     Code.MALFORMED_BODY: Rule("The request body is not valid JSON.", 400, False),
     Code.UNAUTHENTICATED: Rule(

@@ -697,13 +697,20 @@ class Ledger:
             events.append((kind_of_event, transaction_id, None, communities))
             results.append(_transaction_from_draft(transaction_id, draft, row))
 
+        # Observers lock rows of their own (reciprocity: community positions). They run
+        # before the events are appended, as in ``_release``: the feed's counter row is
+        # the last lock of every write, so no two writers take locks in opposite orders.
+        notify = bool(movements and self.observers)
         with repo.pipelined(connection):
             repo.insert_postings(connection, posting_rows)
             repo.insert_entries(connection, entry_rows)
             repo.insert_holds(connection, hold_rows)
             repo.update_account_balances(connection, [_balance_update(a) for a in history.values()])
+            if not notify:
+                _emit(connection, accepted[-1][2], events)
+        if notify:
+            self._notify(connection, movements)
             _emit(connection, accepted[-1][2], events)
-        self._notify(connection, movements)
         return results
 
     def post_within(self, connection: Connection, draft: TransactionDraft) -> Transaction:
