@@ -55,8 +55,11 @@ from api.schemas import (
     StatementLinePublic,
     TransactionCreate,
     TransactionPublic,
+    parse_instant,
+    storable,
 )
 from api.tables import IdempotencyRow
+from exchange.reciprocity import ReciprocityObserver
 from ledger import model
 from ledger.database import run_in_transaction
 from ledger.errors import Code, LedgerError
@@ -71,6 +74,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
 }
 LONG_POLL_MAX_SECONDS = 30
+IDEMPOTENCY_KEY_LENGTH = 128  # the column idempotency_records.key
 LONG_POLL_INTERVAL_SECONDS = 0.1
 EXPIRY_INTERVAL_SECONDS = 1.0
 CursorQuery = Annotated[
@@ -103,7 +107,7 @@ bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: B
 def build_ledger(engine: Engine, clock: Callable[[], dt.datetime] = utc_now) -> Ledger:
     """The ledger as the service runs it, with every layer above that follows its writes;
     the API, the CLI, the demo and the benchmark all build it here."""
-    return Ledger(engine, clock=clock)
+    return Ledger(engine, clock=clock, observers=[ReciprocityObserver()])
 
 
 class State:
@@ -136,6 +140,18 @@ def _principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+def _storable_parameters(request: Request) -> None:
+    """Refuse path and query text no database keeps (a NUL: PostgreSQL refuses it) before
+    it reaches a query; bodies are checked by their schemas (``api.schemas.Strict``)."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and not storable(value):
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                f"{name if storable(name) else 'A parameter'} holds a NUL character.",
+                field=name if storable(name) else None,
+            )
 
 
 def _require(principal: Principal, *roles: Role) -> None:
@@ -219,6 +235,8 @@ def _idempotent(
         return JSONResponse(body, status_code=status)
     scope = principal.idempotency_scope
     scoped_key = f"{operation}:{key}"
+    if len(scoped_key) > IDEMPOTENCY_KEY_LENGTH:  # "#" marks a digest: no raw key collides
+        scoped_key = f"{operation}#{hashlib.sha256(key.encode()).hexdigest()}"
     request_hash = _request_hash(payload)
     table = cast(Table, IdempotencyRow.__table__)
     with state.engine.connect() as connection:
@@ -349,7 +367,7 @@ def _instant(text_value: str | None, name: str) -> dt.datetime | None:
     if text_value is None:
         return None
     try:
-        return dt.datetime.fromisoformat(text_value.replace("z", "Z")).astimezone(dt.UTC)
+        return parse_instant(text_value)
     except ValueError as error:
         raise LedgerError(
             Code.INVALID_REQUEST, f"{name} is not a valid instant: {error}.", field=name
@@ -460,7 +478,12 @@ def create_account(
     """Open an account: the federation anywhere, a treasurer in its own community."""
     _require(principal, Role.FEDERATION, Role.TREASURER)
     if principal.role == Role.TREASURER and body.community != principal.community:
-        raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+        # Forbidden, not missing: the directory shows every key every community.
+        raise LedgerError(
+            Code.FORBIDDEN,
+            f"A treasurer key opens accounts in {principal.community} only.",
+            field="community",
+        )
 
     def create() -> tuple[int, dict[str, Any]]:
         floor: dict[str, Any] = (
@@ -749,8 +772,12 @@ def _resolve_pending(
     refusal = _sources_allowed(
         state, principal, (p.source_account_id for p in transaction.postings)
     )
-    if refusal is not None:
-        raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+    if refusal is not None:  # the caller sees it (it pays into its community), so no 404
+        raise LedgerError(
+            Code.FORBIDDEN,
+            "A treasurer key posts or voids holds on its own community's accounts only.",
+            field="transaction_id",
+        )
     return _idempotent(
         state,
         principal,
@@ -825,8 +852,12 @@ def reverse_transaction(
     refusal = _sources_allowed(
         state, principal, (p.destination_account_id for p in original.postings)
     )
-    if refusal is not None:
-        raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+    if refusal is not None:  # the caller sees it (it paid from its community), so no 404
+        raise LedgerError(
+            Code.FORBIDDEN,
+            "A treasurer key reverses only what its own community received.",
+            field="transaction_id",
+        )
     client_id = _client_id(None if body is None else body.client_id, idempotency_key)
     outcome = state.ledger.reverse(
         transaction_id,
@@ -874,7 +905,8 @@ def create_key(
 
 @v1.get("/keys", response_model=list[KeyPublic], tags=["keys"])
 def list_keys(state: StateDep, principal: PrincipalDep) -> list[KeyPublic]:
-    _require(principal, Role.FEDERATION)
+    # An auditor reads everything, who may act included (never a secret: none is kept).
+    _require(principal, Role.FEDERATION, Role.AUDITOR)
     return [_key_view(record) for record in key_store.list_keys(state.engine)]
 
 
@@ -1016,15 +1048,18 @@ def create_app(
             "not reorder history."
         ),
         lifespan=lifespan,
+        dependencies=[Depends(_storable_parameters)],
     )
     app.state.heartleaf = State(engine, clock, metrics_)
     problems.install(app)
     metrics_.install(app)
     # Imported here: the exchange routes build on this module's dependencies and views.
     from api.exchange_routes import router as exchange_router  # noqa: PLC0415
+    from api.reciprocity_routes import router as reciprocity_router  # noqa: PLC0415
 
     app.include_router(v1)
     app.include_router(exchange_router)
+    app.include_router(reciprocity_router)
     app.include_router(operations)
     return app
 

@@ -11,6 +11,7 @@ from api.schemas import (
     Amount,
     ClientId,
     CurrencyCode,
+    InstantText,
     Slug,
     Strict,
     TransactionPublic,
@@ -29,7 +30,8 @@ RateText = Annotated[
     ),
 ]
 Instant = Annotated[
-    dt.datetime, Field(description="RFC 3339 with offset.", examples=["2026-12-01T00:00:00Z"])
+    InstantText,
+    Field(description="RFC 3339 with offset.", examples=["2026-12-01T00:00:00Z"]),
 ]
 
 

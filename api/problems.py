@@ -28,6 +28,8 @@ log = logging.getLogger("heartleaf.api")
 _RANGE_CODES = {
     "amount": Code.AMOUNT_OUT_OF_RANGE,
     "amounts": Code.AMOUNT_OUT_OF_RANGE,
+    "source_amount": Code.AMOUNT_OUT_OF_RANGE,
+    "target_amount": Code.AMOUNT_OUT_OF_RANGE,
     "timeout_seconds": Code.TIMEOUT_OUT_OF_RANGE,
     "scale": Code.SCALE_OUT_OF_RANGE,
     "min_balance": Code.LIMITS_INVALID,
@@ -131,6 +133,11 @@ def from_validation_error(error: RequestValidationError, instance: str) -> dict[
         )
     if code == Code.MALFORMED_BODY:
         return problem(code, sentence, instance=instance)
+    if first["loc"] == ("body",) and isinstance(first.get("input"), bytes):
+        sentence = "The body must be JSON, sent with Content-Type: application/json."
+    if first["type"] == "unstorable_text":  # api.schemas.Strict names the place itself
+        place = str(dict(first.get("ctx") or {}).get("where", "")).removeprefix("a key of ")
+        where = "" if place == "the body" else place
     return problem(code, sentence, field=where or None, errors=listed, instance=instance)
 
 
@@ -146,10 +153,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED, 401: Code.UNAUTHENTICATED}.get(
-            error.status_code, Code.INVALID_REQUEST
+        code = {
+            400: Code.MALFORMED_BODY,  # FastAPI's answer to a body json.loads cannot read
+            401: Code.UNAUTHENTICATED,
+            404: Code.NOT_FOUND,
+            405: Code.METHOD_NOT_ALLOWED,
+        }.get(error.status_code, Code.INVALID_REQUEST)
+        detail = (
+            "The request body is not valid JSON: it is not UTF-8, or nested too deep."
+            if code == Code.MALFORMED_BODY
+            else None
         )
-        return response(problem(code, instance=request.url.path))
+        return response(problem(code, detail, instance=request.url.path))
 
     @app.exception_handler(Exception)
     async def _unforeseen(request: Request, error: Exception) -> JSONResponse:

@@ -17,7 +17,9 @@ from pydantic import (
     StrictBool,
     StrictInt,
     WithJsonSchema,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ledger.model import (
     AccountStatus,
@@ -95,11 +97,99 @@ IsoDate = Annotated[
     BeforeValidator(_iso_date),
     WithJsonSchema({"type": "string", "format": "date", "pattern": ISO_DATE.pattern}),
 ]
+RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def parse_instant(value: object) -> dt.datetime:
+    """An RFC 3339 instant with its offset, in UTC. Without an offset an instant means
+    different moments in different places, so it is refused rather than guessed."""
+    if not isinstance(value, str) or not RFC3339.match(value):
+        raise ValueError("an instant is RFC 3339 text with an offset, e.g. 2026-12-01T00:00:00Z")
+    text = value.upper().replace("Z", "+00:00")
+    whole, dot, rest = text.partition(".")
+    if dot:  # Python reads at most six decimals of a second; RFC 3339 allows more
+        digits = rest[: len(rest) - 6]
+        text = f"{whole}.{digits[:6].ljust(6, '0')}{rest[-6:]}"
+    try:
+        return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+    except OverflowError as error:
+        raise ValueError("the instant is outside the years 1 to 9999 in UTC") from error
+
+
+# Instants in bodies travel as RFC 3339 text only (pydantic alone would take a Unix time
+# or a naive datetime).
+InstantText = Annotated[
+    dt.datetime,
+    BeforeValidator(parse_instant),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 AccountId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1, description="Account id.", examples=[2])]
 
 
+def storable(text: str) -> bool:
+    """Whether every database can keep the text: PostgreSQL refuses NUL characters, and
+    an unpaired surrogate (JSON allows ``"\\ud800"``) has no UTF-8 form."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unstorable_at(value: object) -> str | None:
+    """Where in a JSON value there is text no database can keep (a key or a string).
+
+    Iterative, so that a body nested as deep as the JSON parser allows cannot exhaust the
+    stack; a path is spelled out only for the text it finds."""
+    # Each item carries a link (its parent's link, its key or index) instead of a path.
+    stack: list[tuple[object, tuple[Any, str | int] | None]] = [(value, None)]
+    while stack:
+        item, link = stack.pop()
+        if isinstance(item, str):
+            if not storable(item):
+                return _path(link)
+        elif isinstance(item, dict):
+            if not all(storable(key) for key in item if isinstance(key, str)):
+                return f"a key of {_path(link)}"  # never echo the key itself
+            stack.extend((child, (link, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, (link, index)) for index, child in enumerate(item))
+    return None
+
+
+def _path(link: tuple[Any, str | int] | None) -> str:
+    parts: list[str | int] = []
+    while link is not None:
+        link, part = link
+        parts.append(part)
+    path = ""
+    for part in reversed(parts):
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path or "the body"
+
+
 class Strict(BaseModel):
+    """A request body: unknown fields are refused, and so is text no database can keep,
+    anywhere in the body (metadata included) and before any field is looked at."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_storable(cls, data: object) -> object:
+        where = unstorable_at(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "unstorable_text",
+                "{where} holds a NUL character or an unpaired surrogate, which no ledger stores",
+                {"where": where},
+            )
+        return data
 
 
 class Problem(BaseModel):
