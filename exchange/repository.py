@@ -13,6 +13,7 @@ from exchange.tables import (
     ExchangeSettingsRow,
     ProtocolVersionRow,
     QuoteRow,
+    ReciprocityFlowRow,
     ValuationRow,
 )
 from ledger.repository import communities, currencies
@@ -39,6 +40,11 @@ def settings(connection: Connection, *, lock: bool = False) -> RowMapping | None
     if lock:
         statement = statement.with_for_update(of=settings_table)
     return connection.execute(statement).mappings().first()
+
+
+def any_flow_recorded(connection: Connection) -> bool:
+    flows = cast(Table, ReciprocityFlowRow.__table__)
+    return connection.execute(select(flows.c.transaction_id).limit(1)).first() is not None
 
 
 def save_settings(connection: Connection, values: dict[str, Any]) -> None:

@@ -121,7 +121,24 @@ class Exchange:
             "quote_seconds": quote_seconds,
             "updated_at": self.clock(),
         }
-        self._write(lambda connection: repo.save_settings(connection, values))
+
+        def work(connection: Connection) -> None:
+            current = repo.settings(connection, lock=True)
+            if (
+                current is not None
+                and current["reference_currency_id"] != unit.id
+                and repo.any_flow_recorded(connection)
+            ):
+                # Reciprocity flows are valued in the unit; a new unit would mix two scales.
+                raise LedgerError(
+                    Code.INVALID_REQUEST,
+                    "The reference unit cannot change once flows between communities are "
+                    "recorded in it.",
+                    field="reference_unit",
+                )
+            repo.save_settings(connection, values)
+
+        self._write(work)
         return Settings(reference_unit, federation_community, approvals_required, quote_seconds)
 
     def settings(self) -> Settings:

@@ -928,3 +928,13 @@ def test_concurrent_executions_book_the_clearing_once(
     assert [t.id for t in booked if t.metadata.get("clearing_proposal") == proposal.id] == list(
         answers[0].transaction_ids
     )
+
+
+def test_the_reference_unit_stays_once_flows_are_recorded_in_it(net: Net) -> None:
+    net.ledger.create_currency("NEW", kind=CurrencyKind.UNIT, scale=2, name="New", symbol="¤")
+    net.exchange.configure(reference_unit="FRU", federation_community="federation")  # same: fine
+    _leaves(net, "ana", "cai", 100)
+    with pytest.raises(LedgerError) as raised:
+        net.exchange.configure(reference_unit="NEW", federation_community="federation")
+    assert (raised.value.code, raised.value.field) == (Code.INVALID_REQUEST, "reference_unit")
+    assert net.exchange.settings().reference_unit == "FRU"
