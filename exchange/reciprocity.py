@@ -110,6 +110,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exchange import repository as exchange_repository
+from exchange.service import protocol_version_from_row
 from exchange.tables import (
     ClearingProposalRow,
     CreditLineRow,
@@ -1286,8 +1287,9 @@ def _settlement(
 def _payment_currencies(
     connection: Connection, slugs: set[str], now: dt.datetime
 ) -> Callable[[str, str], tuple[PaymentCurrency, ...]]:
-    """How ``payer`` can pay ``payee``: a currency both hold accounts in, or a pair of
-    theirs that a protocol in force now converts (allowed, not suspended)."""
+    """How ``payer``'s members can pay ``payee``'s: a currency both hold accounts in, or a
+    pair of theirs that a protocol in force now converts for a member (allowed, not
+    suspended, open now, members eligible)."""
     context = _require_context(connection)
     statement = (
         select(communities.c.slug, currencies.c.code)
@@ -1308,12 +1310,20 @@ def _payment_currencies(
     protocols: dict[tuple[str, str], int] = {}
     for from_id, to_id in exchange_repository.protocol_pairs(connection):
         row = exchange_repository.protocol_in_force(connection, from_id, to_id, now)
+        if row is None:
+            continue
+        spec = protocol_version_from_row(connection, row).spec
         if (
-            row is not None
-            and row["allowed"]
-            and not row["suspended"]
+            spec.allowed
+            and not spec.suspended
             and row["effective_from"] <= now
-            and (row["effective_until"] is None or now < row["effective_until"])
+            and (spec.effective_until is None or now < spec.effective_until)
+            and (spec.windows is None or any(window.is_open(now) for window in spec.windows))
+            and (
+                spec.eligible_account_types is None
+                or AccountType.MEMBER in spec.eligible_account_types
+            )
+            and spec.eligible_account_ids is None
         ):
             protocols[codes[from_id], codes[to_id]] = row["version"]
 

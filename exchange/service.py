@@ -281,7 +281,7 @@ class Exchange:
                 record_events(connection, now, [(EventKind.PROTOCOL_CHANGED, None, None, ())])
             row = repo.protocol_version_by_id(connection, version_id)
             assert row is not None
-            return _protocol_version(connection, row)
+            return protocol_version_from_row(connection, row)
 
         return self._open_accounts_for(self._write(work))
 
@@ -322,7 +322,7 @@ class Exchange:
                 record_events(connection, now, [(EventKind.PROTOCOL_CHANGED, None, None, ())])
             updated = repo.protocol_version_by_id(connection, version_id)
             assert updated is not None
-            return _protocol_version(connection, updated)
+            return protocol_version_from_row(connection, updated)
 
         return self._open_accounts_for(self._write(work))
 
@@ -358,7 +358,7 @@ class Exchange:
 
         def work(connection: Connection) -> ProtocolVersion | None:
             row = repo.protocol_in_force(connection, source.id, target.id, instant)
-            return None if row is None else _protocol_version(connection, row)
+            return None if row is None else protocol_version_from_row(connection, row)
 
         return self._read(work)
 
@@ -367,7 +367,7 @@ class Exchange:
         target = self.ledger.get_currency(to_currency)
         return self._read(
             lambda connection: [
-                _protocol_version(connection, row)
+                protocol_version_from_row(connection, row)
                 for row in repo.protocol_versions_of(connection, source.id, target.id)
             ]
         )
@@ -379,7 +379,7 @@ class Exchange:
             newest = []
             for from_id, to_id in repo.protocol_pairs(connection):
                 versions = repo.protocol_versions_of(connection, from_id, to_id)
-                newest.append(_protocol_version(connection, versions[-1]))
+                newest.append(protocol_version_from_row(connection, versions[-1]))
             return sorted(newest, key=lambda v: (v.spec.from_currency, v.spec.to_currency))
 
         return self._read(work)
@@ -680,7 +680,7 @@ class Exchange:
             lambda connection: repo.protocol_version_by_id(connection, row["protocol_version_id"])
         )
         assert version_row is not None
-        version = self._read(lambda connection: _protocol_version(connection, version_row))
+        version = self._read(lambda connection: protocol_version_from_row(connection, version_row))
         conversion = rates.Conversion(
             source_amount=row["source_amount"],
             fee=row["fee"],
@@ -990,7 +990,7 @@ def _currency_codes(connection: Connection) -> dict[int, str]:
     return {row["id"]: row["code"] for row in ledger_repository.list_currencies(connection)}
 
 
-def _protocol_version(connection: Connection, row: RowMapping) -> ProtocolVersion:
+def protocol_version_from_row(connection: Connection, row: RowMapping) -> ProtocolVersion:
     codes = _currency_codes(connection)
     fixed = (
         None

@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 
-from exchange.model import ProtocolSpec
+from exchange.model import ProtocolSpec, Window
 from exchange.reciprocity import (
     POSITION_ACCOUNT_NAME,
     DayWindow,
@@ -904,6 +904,27 @@ def test_the_settlement_plan_pays_what_remains_in_currencies_the_protocols_allow
         ],
         # Saltmarsh holds LEAF and HSM; LEAF -> HHT has a protocol, HSM none.
         "saltmarsh": [("LEAF", "LEAF", None), ("LEAF", "HHT", 1)],
+    }
+
+    # A protocol a member could not use now is no way to pay: closed, or providers only.
+    next_month = net.clock().month % 12 + 1
+    net.exchange.propose(
+        ProtocolSpec("LEAF", "HHT", windows=(Window(months=(next_month,)),)),
+        by=FEDERATION,
+        reason="Leaves buy Hearts next month only",
+    )
+    net.exchange.propose(
+        ProtocolSpec("HRB", "HHT", eligible_account_types=(AccountType.PROVIDER,)),
+        by=FEDERATION,
+        reason="providers only",
+    )
+    ways = {
+        p.payer: [(c.from_currency, c.to_currency) for c in p.currencies]
+        for p in net.reciprocity.settlement_plan()
+    }
+    assert ways == {
+        "riverbend": [("HRB", "HRB"), ("LEAF", "LEAF")],
+        "saltmarsh": [("LEAF", "LEAF")],
     }
 
 
