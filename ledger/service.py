@@ -152,6 +152,7 @@ class Ledger:
         self.clock = clock
         self.observers = tuple(observers)
         self._currencies: dict[str, Currency] = {}
+        self._caused: dict[int, list[_Events]] = {}  # by id() of the unit of work's connection
 
     # -- communities and currencies -----------------------------------------------------
 
@@ -707,10 +708,10 @@ class Ledger:
             repo.insert_holds(connection, hold_rows)
             repo.update_account_balances(connection, [_balance_update(a) for a in history.values()])
             if not notify:
-                _emit(connection, accepted[-1][2], events)
+                self._emit_or_defer(connection, accepted[-1][2], events)
         if notify:
-            self._notify(connection, movements)
-            _emit(connection, accepted[-1][2], events)
+            caused = self._notify(connection, movements)
+            _emit(connection, accepted[-1][2], events, caused)
         return results
 
     def post_within(self, connection: Connection, draft: TransactionDraft) -> Transaction:
@@ -731,10 +732,26 @@ class Ledger:
         assert outcome.transaction is not None
         return outcome.transaction
 
-    def _notify(self, connection: Connection, movements: list[Movement]) -> None:
-        if movements:
+    def _notify(self, connection: Connection, movements: list[Movement]) -> list[_Events]:
+        """Tell the observers; return the events of what they posted within, which follow
+        the events of the write that caused them in the feed."""
+        if not movements:
+            return []
+        key = id(connection)
+        self._caused[key] = []
+        try:
             for observer in self.observers:
                 observer.observe(connection, self, movements)
+        finally:
+            caused = self._caused.pop(key)
+        return caused
+
+    def _emit_or_defer(self, connection: Connection, at: dt.datetime, events: list[_Event]) -> None:
+        caused = self._caused.get(id(connection))
+        if caused is None:
+            _emit(connection, at, events)
+        else:  # posted within by an observer: after its cause, see ``_notify``
+            caused.append((at, events))
 
     # -- two-phase ---------------------------------------------------------------------------
 
@@ -838,14 +855,14 @@ class Ledger:
             connection, transaction_id, {"status": str(status), "resolved_at": at}
         )
         repo.delete_holds(connection, transaction_id)
-        self._notify(connection, movements)
+        caused = self._notify(connection, movements)
         event_kind = {
             TransactionStatus.POSTED: EventKind.PENDING_POSTED,
             TransactionStatus.VOIDED: EventKind.PENDING_VOIDED,
             TransactionStatus.EXPIRED: EventKind.PENDING_EXPIRED,
         }[status]
         communities = tuple(sorted({a.community_id for a in locked.values()}))
-        _emit(connection, at, [(event_kind, transaction_id, None, communities)])
+        _emit(connection, at, [(event_kind, transaction_id, None, communities)], caused)
 
     def expire_overdue(self, up_to: dt.datetime | None = None) -> int:
         """Expire every hold whose deadline is at or before ``up_to`` (default: now).
@@ -1295,6 +1312,12 @@ def _idempotency_conflict(transaction_id: int) -> LedgerError:
     )
 
 
+_Event = tuple[
+    EventKind, int | None, int | None, tuple[int, ...]
+]  # kind, transaction, account, communities
+_Events = tuple[dt.datetime, list[_Event]]
+
+
 class _Unobserved:
     """Marks a write whose movements no observer is told of."""
 
@@ -1406,22 +1429,26 @@ def record_events(
 def _emit(
     connection: Connection,
     at: dt.datetime,
-    events: Sequence[tuple[EventKind, int | None, int | None, tuple[int, ...]]],
+    events: Sequence[_Event],
+    caused: Sequence[_Events] = (),
 ) -> None:
-    """Append events to the feed; call last in a unit of work (see reserve_event_sequences)."""
-    first = repo.reserve_event_sequences(connection, len(events))
+    """Append events to the feed, then those ``caused`` by the write; call last in a unit
+    of work (see reserve_event_sequences)."""
+    timed = [(at, event) for event in events]
+    timed += [(when, event) for when, more in caused for event in more]
+    first = repo.reserve_event_sequences(connection, len(timed))
     repo.insert_events(
         connection,
         [
             {
                 "sequence": first + offset,
                 "kind": str(kind),
-                "at": at,
+                "at": when,
                 "transaction_id": transaction_id,
                 "account_id": account_id,
                 "community_ids": list(communities),
             }
-            for offset, (kind, transaction_id, account_id, communities) in enumerate(events)
+            for offset, (when, (kind, transaction_id, account_id, communities)) in enumerate(timed)
         ],
     )
 

@@ -959,3 +959,11 @@ def test_the_reference_unit_stays_once_flows_are_recorded_in_it(net: Net) -> Non
         net.exchange.configure(reference_unit="NEW", federation_community="federation")
     assert (raised.value.code, raised.value.field) == (Code.INVALID_REQUEST, "reference_unit")
     assert net.exchange.settings().reference_unit == "FRU"
+
+
+def test_the_feed_shows_a_payment_before_the_bookkeeping_of_its_flow(net: Net) -> None:
+    last = net.ledger.events_after(0, limit=1000)[-1].sequence
+    payment = _leaves(net, "ana", "cai", 100)
+    events = [e for e in net.ledger.events_after(last, limit=1000) if e.transaction_id]
+    assert [e.transaction_id for e in events] == [payment.id, payment.id + 1]  # flow booked
+    assert events[0].at <= events[1].at
