@@ -393,7 +393,8 @@ def list_obligations(state: StateDep, principal: PrincipalDep) -> list[Obligatio
     "/reciprocity/settlement-plan", response_model=list[PlannedPaymentPublic], tags=["clearing"]
 )
 def settlement_plan(state: StateDep, principal: PrincipalDep) -> list[PlannedPaymentPublic]:
-    """Payments that settle every net position, each with the ways the protocols allow."""
+    """Payments that settle every net position, each with the ways the protocols allow.
+    A payment made with category `settlement` counts as settling: its payer gives."""
     _require(principal, Role.FEDERATION, Role.AUDITOR)
     return _plan_views(_reciprocity(state).settlement_plan())
 

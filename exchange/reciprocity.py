@@ -47,6 +47,11 @@ are posted); voids and expiries move nothing. Movements in the reference unit it
 not flows (the position accounts hold it; a write that would move a position account by
 hand is refused).
 
+A payment categorised ``settlement`` is the other way round: it pays a debt between
+communities rather than buying anything, so the paying community is the one that gives
+(its position rises, the payee's falls). That is how a treasurer carries out a line of the
+settlement plan through the ledger; every other category is a purchase.
+
 Without a configured exchange there is no reference unit, so nothing is recorded and the
 reports answer ``exchange_not_configured``; payments are never refused for it. When a
 currency moved has no valuation in force, the transaction records no flow but a row in
@@ -140,6 +145,7 @@ Value = Fraction | int  # reference-unit minor units, exact
 POSITION_ACCOUNT_NAME: Final = "reciprocity position"
 # The ledger has no account type for it yet; ``clearing`` is the closest of its types.
 POSITION_ACCOUNT_TYPE: Final = AccountType.CLEARING
+SETTLEMENT_CATEGORY: Final = "settlement"
 CATEGORY: Final = "reciprocity"
 WINDOW_DAYS_MAX: Final = 3_660
 FREE_RIDER_WINDOW_DAYS: Final = 30
@@ -415,9 +421,12 @@ class ReciprocityObserver:
                 if isinstance(nets, int):  # the id of a currency without a valuation
                     unvalued += _unvalued_rows(context, transaction_id, group, nets)
                     continue
+                pairs = pair_flows(nets)
+                if group[0].category == SETTLEMENT_CATEGORY:  # the payer gives: see the essay
+                    pairs = [(receiver, giver, amount) for giver, receiver, amount in pairs]
                 flows += [
                     _Flow(transaction_id, giver, receiver, amount, at)
-                    for giver, receiver, amount in pair_flows(nets)
+                    for giver, receiver, amount in pairs
                 ]
         if reversals:
             flows += _undo(connection, reversals)

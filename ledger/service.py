@@ -88,6 +88,7 @@ class Movement:
     amount: int
     at: dt.datetime
     reverses_id: int | None  # set when this movement undoes transaction ``reverses_id``
+    category: str | None  # the transaction's
 
 
 class MovementObserver(Protocol):
@@ -637,7 +638,15 @@ class Ledger:
                 if not draft.pending and source.community_id != destination.community_id:
                     if reversal_of is None:
                         movements.append(
-                            _movement(transaction_id, source, destination, posting.amount, at, None)
+                            _movement(
+                                transaction_id,
+                                source,
+                                destination,
+                                posting.amount,
+                                at,
+                                None,
+                                draft.category,
+                            )
                         )
                     elif not isinstance(reversal_of, _Unobserved):
                         # A reversal undoes the original movement rather than adding one back.
@@ -649,6 +658,7 @@ class Ledger:
                                 -posting.amount,
                                 at,
                                 reversal_of,
+                                draft.category,
                             )
                         )
                 posting_rows.append(
@@ -832,7 +842,11 @@ class Ledger:
             destination = locked[posting["destination_account_id"]]
             held = posting["amount"]
             if amount and source.community_id != destination.community_id:
-                movements.append(_movement(transaction_id, source, destination, amount, at, None))
+                movements.append(
+                    _movement(
+                        transaction_id, source, destination, amount, at, None, row["category"]
+                    )
+                )
             entry_rows.append(
                 _entry(source, _Change(-amount, -held, 0), transaction_id, destination.id, kind, at)
             )
@@ -1332,6 +1346,7 @@ def _movement(
     amount: int,
     at: dt.datetime,
     reverses_id: int | None,
+    category: str | None,
 ) -> Movement:
     return Movement(
         transaction_id=transaction_id,
@@ -1343,6 +1358,7 @@ def _movement(
         amount=amount,
         at=at,
         reverses_id=reverses_id,
+        category=category,
     )
 
 

@@ -967,3 +967,20 @@ def test_the_feed_shows_a_payment_before_the_bookkeeping_of_its_flow(net: Net) -
     events = [e for e in net.ledger.events_after(last, limit=1000) if e.transaction_id]
     assert [e.transaction_id for e in events] == [payment.id, payment.id + 1]  # flow booked
     assert events[0].at <= events[1].at
+
+
+def test_a_settlement_payment_is_given_by_its_payer_and_settles_the_plan(net: Net) -> None:
+    _leaves(net, "ana", "cai", 100)  # hilltop gave riverbend 80.00 units
+    assert _positions(net)["riverbend"] == -8_000
+    plan = net.reciprocity.settlement_plan()
+    assert [(p.payer, p.payee, p.amount) for p in plan] == [("riverbend", "hilltop", 8_000)]
+
+    settled = net.ledger.post_transaction(
+        pay(net.id("ana:LEAF"), net.id("cai:LEAF"), 100, "LEAF", category="settlement")
+    )
+    assert settled.transaction is not None
+    assert _positions(net) == {"hilltop": 0, "riverbend": 0, "saltmarsh": 0}
+    assert net.reciprocity.settlement_plan() == []
+
+    net.ledger.reverse(settled.transaction.id)  # undoing the settlement reopens the debt
+    assert _positions(net)["riverbend"] == -8_000
