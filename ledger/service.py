@@ -261,6 +261,12 @@ class Ledger:
         if isinstance(min_balance, _Unset):
             min_balance = None if type == AccountType.ISSUANCE else 0
         _check_limits(min_balance, max_balance)
+        if min_balance is not None and min_balance > 0:  # a new account holds zero
+            raise LedgerError(
+                Code.LIMIT_BELOW_BALANCE,
+                "A new account holds zero, so its floor cannot be above zero.",
+                field="min_balance",
+            )
 
         def work(connection: Connection) -> Account:
             owner = _community(connection, community)
@@ -791,7 +797,9 @@ class Ledger:
             assert row is not None
             _check_still_pending(row)
             now = self.clock()
-            if row["expires_at"] is not None and row["expires_at"] <= now:
+            # Lapsed holds on these accounts (this one's or another's) are released at
+            # their deadlines first, so this write's history rows come after those.
+            if repo.overdue_hold_transactions(connection, sorted(locked), now):
                 raise _ExpiryNeeded(now)
             if amounts is not None and len(amounts) != len(postings):
                 raise LedgerError(
