@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-quick openapi clean
+.PHONY: run test lint typecheck pytest bench bench-quick bench-profile openapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+## Where one in-process transfer's time goes (cProfile; BENCH_ARGS="--backend postgresql").
+bench-profile: $(STAMP)
+	$(BIN)/python -m bench.profiling $(BENCH_ARGS)
 
 ## Regenerate openapi.yaml from the app.
 openapi: $(STAMP)
