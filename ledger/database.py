@@ -5,16 +5,23 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (an acknowledged commit is on disk) and
 takes the write lock up front with ``BEGIN IMMEDIATE`` for writing units of work, so two
-writers never both read a balance and then collide on the upgrade to a write lock.
+writers never both read a balance and then collide on the upgrade to a write lock. Writers
+of one process also queue on a lock of the engine's before that: SQLite's busy handler
+waits by sleeping (1, 2, 5 … 100 ms) and leaves the database idle in between, while a
+queue hands the write lock straight to the next thread. The busy timeout still covers
+writers in other processes.
 PostgreSQL runs READ COMMITTED; writers lock the accounts they touch in ascending id
 order (``repository.lock_accounts``), which is what prevents double spends and deadlocks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +34,7 @@ T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 RETRY_ATTEMPTS = 8
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def data_directory() -> Path:
@@ -79,6 +87,7 @@ def _sqlite_engine(url: str, **engine_options: Any) -> Engine:
         writing = connection.get_execution_options().get("heartleaf_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
+    _WRITERS[engine] = threading.RLock()  # reentrant: a writer never waits for itself
     return engine
 
 
@@ -89,7 +98,8 @@ def is_sqlite(engine: Engine) -> bool:
 @contextmanager
 def unit_of_work(engine: Engine, *, write: bool) -> Iterator[Connection]:
     """One database transaction: commits when the block ends, rolls back if it raises."""
-    with engine.connect() as connection:
+    writers = _WRITERS.get(engine) if write else None
+    with writers or contextlib.nullcontext(), engine.connect() as connection:
         connection.execution_options(heartleaf_write=write)
         with connection.begin():
             yield connection
