@@ -1074,15 +1074,17 @@ class Ledger:
 
         def work(connection: Connection) -> Balance:
             now = self.clock()
-            at = now if as_of is None or as_of > now else as_of
             if as_of is None:
-                return self._account(connection, account_id, at).balance
+                return self._account(connection, account_id, now).balance
             if repo.account_by_id(connection, account_id) is None:
                 raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
-            row = repo.entry_at_or_before(connection, account_id, at)
+            # History as of ``as_of`` itself (a write may be stamped a moment ahead of the
+            # clock: asked as of its own instant, it is there), but no hold is taken to
+            # have lapsed later than now: that would be a forecast, not history.
+            row = repo.entry_at_or_before(connection, account_id, as_of)
             if row is None:
                 return Balance(0, 0, 0)
-            debits, credits = repo.overdue_hold_totals(connection, account_id, at)
+            debits, credits = repo.overdue_hold_totals(connection, account_id, min(as_of, now))
             return Balance(
                 row["balance_posted"],
                 row["debits_pending"] - debits,

@@ -1166,3 +1166,15 @@ def test_events_after_returns_committed_events_in_order(ledger: Ledger) -> None:
     assert events[0].community_ids == (riverbend,)
     assert ledger.events_after(start, limit=2) == events[:2]
     assert ledger.events_after(events[-1].sequence) == []
+
+
+def test_a_balance_as_of_a_write_stamped_ahead_of_the_clock_includes_it(ledger: Ledger) -> None:
+    stopped = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
+    still = Ledger(ledger.engine, clock=lambda: stopped)
+    v = village(still)
+    first = still.post_transaction(pay(v.ana, v.bo, 3)).transaction
+    second = still.post_transaction(pay(v.ana, v.bo, 5)).transaction
+    assert first is not None
+    assert second is not None
+    assert second.created_at > stopped  # one microsecond after the first, on the same account
+    assert still.balance(v.bo, as_of=second.created_at) == still.balance(v.bo)
