@@ -8,8 +8,9 @@
     python -m bench --history-large 200000 --reads-backends sqlite
 
 Sections: posting (in-process), http, reads, verify (needs the large history, built as in
-reads), demo, conversions, reciprocity and clearing (not built yet: labelled rows), peers.
-Every section appears in the JSON, with ``skipped`` or ``not_built`` when it did not run.
+reads), demo, conversions, reciprocity (the matrix for 50 communities and a clearing proposal
+on 100 communities with 2,000 obligations), peers. Every section appears in the JSON, with
+``skipped`` when it did not run.
 Figures go to bench/results/<timestamp>-<sizes>.json (gitignored) with the printed tables
 beside it as .md.
 """
@@ -17,7 +18,6 @@ beside it as .md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -32,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import checks, conversions, over_http, peers, posting, reads, report
+from bench import checks, conversions, over_http, peers, posting, reads, reciprocity, report
 from bench.databases import BACKENDS, DEFAULT_PREFIX, Databases
 from bench.measure import load_average, now, say
 from bench.workload import BENCH_DIR, PRIVATE_DIR, REPOSITORY_DIR, Scratch, load_shared
@@ -46,21 +46,10 @@ SECTIONS = (
     "demo",
     "conversions",
     "reciprocity",
-    "clearing",
     "peers",
 )
 HTTP_CONFIGS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
 NOT_SELECTED = {"skipped": "not selected (--only)"}
-NOT_BUILT = {
-    "reciprocity": (
-        "exchange.reciprocity",
-        "the reciprocity matrix for 50 communities (issue 7, item 5)",
-    ),
-    "clearing": (
-        "exchange.clearing",
-        "a clearing proposal on 100 communities with 2,000 obligations (issue 7, item 5)",
-    ),
-}
 # Sizes: full is issue 7's; quick runs in CI in under two minutes; tiny is for the test.
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
@@ -73,6 +62,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "samples": 2_000,
         "http_samples": 500,
         "conversions": 2_000,
+        "reciprocity_communities": 50,
+        "reciprocity_payments": 50_000,
+        "reciprocity_days": 30,
+        "reciprocity_samples": 200,
+        "clearing_samples": 10,
+        "clearing_communities": 100,
+        "clearing_obligations": 2_000,
         "reads_backends": "sqlite,postgresql",
     },
     "quick": {
@@ -85,6 +81,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "samples": 200,
         "http_samples": 50,
         "conversions": 50,
+        "reciprocity_communities": 50,
+        "reciprocity_payments": 4_900,
+        "reciprocity_days": 10,
+        "reciprocity_samples": 50,
+        "clearing_samples": 5,
+        "clearing_communities": 100,
+        "clearing_obligations": 2_000,
         "reads_backends": "sqlite",
     },
     "tiny": {
@@ -97,6 +100,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "samples": 20,
         "http_samples": 10,
         "conversions": 10,
+        "reciprocity_communities": 20,
+        "reciprocity_payments": 380,
+        "reciprocity_days": 3,
+        "reciprocity_samples": 10,
+        "clearing_samples": 2,
+        "clearing_communities": 40,
+        "clearing_obligations": 400,
         "reads_backends": "sqlite",
     },
 }
@@ -154,6 +164,25 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, help="in-process samples per read")
     parser.add_argument("--http-samples", type=int, help="HTTP samples per read")
     parser.add_argument("--conversions", type=int, help="conversions per backend")
+    parser.add_argument(
+        "--reciprocity-communities", type=int, help="communities of the matrix (full 50)"
+    )
+    parser.add_argument(
+        "--reciprocity-payments",
+        type=int,
+        help="payments between the matrix's communities (at least one per ordered pair)",
+    )
+    parser.add_argument(
+        "--reciprocity-days", type=int, help="UTC days the matrix's payments are spread over"
+    )
+    parser.add_argument("--reciprocity-samples", type=int, help="matrix calls per figure")
+    parser.add_argument(
+        "--clearing-samples", type=int, help="clearing proposals (and set-offs) per backend"
+    )
+    parser.add_argument("--clearing-communities", type=int, help="communities to clear (100)")
+    parser.add_argument(
+        "--clearing-obligations", type=int, help="obligations between them (full 2,000)"
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get(
@@ -292,6 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "samples": args.samples,
             "http_samples": args.http_samples,
             "conversions": args.conversions,
+            "reciprocity_communities": args.reciprocity_communities,
+            "reciprocity_payments": args.reciprocity_payments,
+            "reciprocity_days": args.reciprocity_days,
+            "reciprocity_samples": args.reciprocity_samples,
+            "clearing_samples": args.clearing_samples,
+            "clearing_communities": args.clearing_communities,
+            "clearing_obligations": args.clearing_obligations,
             "sections": sorted(args.sections),
             "backends": args.backends,
             "reads_backends": args.reads_backends,
@@ -483,17 +519,25 @@ def _heartleaf(
             needs_template=False,
         ),
     )
-    for section, (module, what) in NOT_BUILT.items():
-        present = importlib.util.find_spec(module) is not None
-        results[section] = {
-            "not_built": f"{what}: "
-            + (
-                f"{module.replace('.', '/')}.py is in progress; the benchmark does not "
-                "measure it yet"
-                if present
-                else f"not built yet ({module.replace('.', '/')}.py does not exist)"
-            )
-        }
+    timer(
+        "reciprocity",
+        lambda: each_backend(
+            "reciprocity",
+            lambda b: reciprocity.run(
+                databases,
+                b,
+                payments=args.reciprocity_payments,
+                days=args.reciprocity_days,
+                samples=args.reciprocity_samples,
+                clearing_samples=args.clearing_samples,
+                batch_size=args.batch_size,
+                communities=args.reciprocity_communities,
+                clearing_communities=args.clearing_communities,
+                obligations=args.clearing_obligations,
+            ),
+            needs_template=False,
+        ),
+    )
 
 
 def _reads(

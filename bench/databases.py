@@ -9,10 +9,10 @@ SQLite files live under the scratch directory (``bench/.peers/db`` by default: t
 disk as the peers' SQLite file, so both pay the same fsync); PostgreSQL databases are named
 ``<prefix>*`` (``bench_heartleaf_*`` by default) and dropped at the end.
 
-Only the template is written without waiting for the disk (SQLite ``synchronous=OFF``,
-PostgreSQL ``synchronous_commit=off`` on the template's own connections): it is setup,
-never measured, and its rows are the same either way. Every measured run gets the
-engine exactly as ``make_engine`` builds it.
+Only setup is written without waiting for the disk (SQLite ``synchronous=OFF``,
+PostgreSQL ``synchronous_commit=off`` on the connections of ``setup_engine``: the template,
+the reciprocity section's federations): it is never measured, and its rows are the same
+either way. Every measured run gets the engine exactly as ``make_engine`` builds it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 
 import migrations
 from api.app import build_ledger
@@ -73,8 +73,7 @@ class Databases:
         """Build the template once per backend; the federation is the same in every clone."""
         if backend not in self.federations:
             url = self.fresh(backend, "template")
-            engine = make_engine(url)
-            event.listen(engine, "connect", _setup_without_waiting_for_the_disk)
+            engine = self.setup_engine(url)
             try:
                 self.federations[backend] = build_federation(
                     build_ledger(engine), shared, exchange=self.exchange
@@ -85,6 +84,13 @@ class Databases:
             finally:
                 engine.dispose()
         return self.federations[backend]
+
+    @staticmethod
+    def setup_engine(url: str) -> Engine:
+        """``make_engine``'s engine, but not waiting for the disk: for setup, never measured."""
+        engine = make_engine(url)
+        event.listen(engine, "connect", _setup_without_waiting_for_the_disk)
+        return engine
 
     def fresh(self, backend: str, name: str) -> str:
         """An empty database named ``name``, migrated to the newest schema; its URL."""

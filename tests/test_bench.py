@@ -1,10 +1,12 @@
 """The benchmark cannot rot: its quickest path runs end to end and writes every section.
 
 ``python -m bench --sizes tiny --no-peers`` posts a few hundred transfers in-process and
-through real ``heartleaf serve`` processes, reads, verifies, seeds the demo and converts,
-into a scratch directory and PostgreSQL databases of its own. These tests check the JSON
-is well formed and complete and that the run's own correctness checks held. Nothing here
-is about time: the benchmark reports, it asserts nothing about speed.
+through real ``heartleaf serve`` processes, reads, verifies, seeds the demo, converts,
+reads a reciprocity matrix and proposes a clearing (the tiny sizes: 20 communities, and
+400 obligations between 40), into a scratch directory and PostgreSQL databases of its
+own. These tests check the JSON is well formed and complete and that the run's own
+correctness checks held. Nothing here is about time: the benchmark reports, it asserts
+nothing about speed.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ SECTIONS = (
     "demo",
     "conversions",
     "reciprocity",
-    "clearing",
     "peers",
     "comparisons",
     "targets",
@@ -98,8 +99,6 @@ def test_every_section_is_there_and_nothing_failed(tiny: dict[str, Any]) -> None
     assert list(_errors(tiny)) == []
     assert tiny["meta"]["sizes"] == "tiny"
     assert tiny["config"]["exchange_configured"] is True
-    assert "not_built" in tiny["reciprocity"]
-    assert "not_built" in tiny["clearing"]
     assert "skipped" in tiny["peers"]
 
 
@@ -169,3 +168,29 @@ def test_the_report_sets_heartleaf_beside_the_peers(tiny: dict[str, Any], tmp_pa
     measured = {t["target"]: t["measured"] for t in results["targets"]}
     assert measured["in-process single ≥ 0.8 × naive single, SQLite"] == single["speed_vs_peer"]
     assert "NOT this run" in report.render(results)
+
+
+def test_reciprocity_matrix_and_clearing_were_measured(tiny: dict[str, Any]) -> None:
+    for backend in tiny["test_backends"]:
+        matrix = tiny["reciprocity"][backend]["matrix"]
+        communities = tiny["config"]["reciprocity_communities"]
+        assert matrix["communities"] == communities
+        assert matrix["cells"] == matrix["cells_expected"] == communities * (communities - 1)
+        assert 0 < matrix["cells_in_window"] <= matrix["cells"]
+        assert matrix["totals_correct"] is True
+        for where in ("window", "all_time"):
+            assert matrix[where]["n"] > 0, where
+            assert matrix[where]["p50_ms"] > 0, where
+        clearing = tiny["reciprocity"][backend]["clearing"]
+        assert clearing["communities"] == tiny["config"]["clearing_communities"]
+        assert clearing["obligations"] == tiny["config"]["clearing_obligations"]
+        assert clearing["propose"]["p50_ms"] > 0
+        assert clearing["set_off"]["p50_ms"] > 0
+        assert 0 < clearing["gross_after"] < clearing["gross_before"]
+        assert clearing["proposal_matches_set_off"] is True
+        assert clearing["executed"] is True
+        assert clearing["remaining_after_execution_correct"] is True
+    rendered = report.render(tiny)
+    assert "## Reciprocity matrix" in rendered
+    assert "## Clearing" in rendered
+    assert "Not built" not in rendered
