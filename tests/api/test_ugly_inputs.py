@@ -5,15 +5,14 @@ and stable code it must get back. The walk sends the rows in order against one s
 federation (with an exchange) on each database and, after every row, checks that the
 answer is an RFC 9457 problem and that no row of any table changed: directory, accounts
 and balances, transactions and history, events, keys, exchange rules, quotes and stored
-replay answers. A row still broken by a known bug outside api/ carries a note naming it;
-its table then reports xfail with the notes, until the row answers cleanly.
+replay answers.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -80,12 +79,6 @@ class Ugly:
     expect: Expect
     caller: str = "treasurer"
     headers: dict[str, str] = field(default_factory=dict)
-    bug: str | None = None  # a known bug outside api/ that still breaks this row
-
-
-def known(bug: str, row: Ugly) -> Ugly:
-    """A row a bug outside api/ still breaks: reported as xfail until it answers cleanly."""
-    return replace(row, bug=bug)
 
 
 def posting(**changes: Any) -> dict[str, Any]:
@@ -756,11 +749,9 @@ def _refusal_problem(response: Response, row: Ugly) -> str | None:
     return None
 
 
-def walk(scene: Scene, rows: list[Ugly]) -> tuple[list[str], dict[str, list[str]]]:
-    """The rows not refused cleanly (or that changed something), and each known bug with
-    the rows it still breaks."""
+def walk(scene: Scene, rows: list[Ugly]) -> list[str]:
+    """The rows not refused cleanly (or that changed something)."""
     failures: list[str] = []
-    known_bugs: dict[str, list[str]] = {}
     before = everything(scene)
     for row in rows:
         response = send(scene, row)
@@ -770,13 +761,8 @@ def walk(scene: Scene, rows: list[Ugly]) -> tuple[list[str], dict[str, list[str]
             changed = sorted(name for name in after if after[name] != before[name])
             wrong.append(f"the refused request changed {changed}")
         before = after
-        if row.bug is None:
-            failures.extend(f"{row.case}: {what}" for what in wrong)
-        elif wrong:
-            known_bugs.setdefault(row.bug, []).append(row.case)
-        else:
-            failures.append(f"{row.case}: answers cleanly now; drop its note ({row.bug})")
-    return failures, known_bugs
+        failures.extend(f"{row.case}: {what}" for what in wrong)
+    return failures
 
 
 @pytest.mark.parametrize(
@@ -793,10 +779,8 @@ def walk(scene: Scene, rows: list[Ugly]) -> tuple[list[str], dict[str, list[str]
     ],
 )
 def test_every_ugly_request_is_refused_cleanly(scene: Scene, rows: list[Ugly]) -> None:
-    failures, known_bugs = walk(scene, rows)
+    failures = walk(scene, rows)
     assert not failures, "\n".join(failures)
-    if known_bugs:
-        pytest.xfail(" | ".join(f"{bug} ({', '.join(cases)})" for bug, cases in known_bugs.items()))
 
 
 @pytest.mark.parametrize(
