@@ -18,7 +18,9 @@ from typing import Annotated, Any, cast
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import Engine, Table, insert, select, text
@@ -142,9 +144,29 @@ def _principal(
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names
+
+
 def _storable_parameters(request: Request) -> None:
-    """Refuse path and query text no database keeps (a NUL: PostgreSQL refuses it) before
-    it reaches a query; bodies are checked by their schemas (``api.schemas.Strict``)."""
+    """Refuse query parameters the operation does not take (a mistyped ``sinse=`` would
+    otherwise be ignored and answer a different question), and path and query text no
+    database keeps (a NUL: PostgreSQL refuses it) before it reaches a query; bodies are
+    checked by their schemas (``api.schemas.Strict``)."""
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        taken = _query_names(route.dependant)
+        unknown = sorted(set(request.query_params) - taken)
+        if unknown:
+            shown = ", ".join(name for name in unknown if storable(name)) or "a parameter"
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                f"This operation takes no query parameter {shown[:200]}.",
+                field=unknown[0] if storable(unknown[0]) else None,
+            )
     for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
         if isinstance(value, str) and not storable(value):
             raise LedgerError(

@@ -386,6 +386,8 @@ QUERIES = [
           "/v1/transactions?cursor=" + HUGE_ID_CURSOR, (422, "cursor_invalid")),
     get("cursor of a huge id, statement",
           "/v1/accounts/{ana}/statement?cursor=" + HUGE_ID_CURSOR, (422, "cursor_invalid")),
+    get("a mistyped query parameter", "/v1/accounts/{ana}/statement?sinse=2026-01-01T00:00:00Z",
+        INVALID),
     get("cursor 201 characters", "/v1/accounts?cursor=" + "A" * 201, INVALID),
     get("as_of not an instant", "/v1/accounts/{ana}/balance?as_of=yesterday", INVALID),
     get("as_of without offset", "/v1/accounts/{ana}/balance?as_of=2026-01-01T00:00:00", INVALID),
