@@ -88,7 +88,6 @@ first checks the obligations still have the fingerprint the proposal was compute
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import re
@@ -138,6 +137,7 @@ from ledger.model import (
 )
 from ledger.service import POSTINGS_MAX as LEDGER_POSTINGS_MAX
 from ledger.service import Ledger, Movement, record_events
+from ledger.tables import to_micros
 
 T = TypeVar("T")
 Value = Fraction | int  # reference-unit minor units, exact
@@ -527,15 +527,15 @@ class ReciprocityObserver:
             for pair, _posting in chunk:
                 booked_by.setdefault(pair, booked.id)
 
-        connection.execute(
-            _INSERT_FLOWS,
+        ledger_repository.raw(connection).run_many(
+            _INSERT_FLOWS_SQL,
             [
                 {
                     "transaction_id": f.transaction_id,
                     "giver_community_id": f.giver,
                     "receiver_community_id": f.receiver,
                     "amount": f.amount,
-                    "at": f.at,
+                    "at": to_micros(f.at),
                     "position_transaction_id": booked_by.get((f.giver, f.receiver)),
                 }
                 for f in flows
@@ -1351,18 +1351,21 @@ def _payment_currencies(
 
 
 def _context(connection: Connection) -> _Context | None:
-    row = connection.execute(_CONTEXT).first()
-    if row is None:
+    rows = ledger_repository.raw(connection).fetch(_CONTEXT_SQL, {})
+    if not rows:
         return None
-    return _Context(row[0], row[1], row[2], row[3])
+    unit_id, code, scale, federation_id = rows[0]
+    return _Context(unit_id, code, scale, federation_id)
 
 
-_CONTEXT = select(
-    exchange_repository.settings_table.c.reference_currency_id,
-    currencies.c.code,
-    currencies.c.scale,
-    exchange_repository.settings_table.c.federation_community_id,
-).join(currencies, currencies.c.id == exchange_repository.settings_table.c.reference_currency_id)
+# The posting path's statements run on the driver's cursor (see ``ledger.repository.Raw``):
+# the observer runs on nearly every write, and SQLAlchemy's per-statement work would cost
+# more than the statements themselves.
+_CONTEXT_SQL = (
+    "SELECT exchange_settings.reference_currency_id, currencies.code, currencies.scale, "
+    "exchange_settings.federation_community_id FROM exchange_settings "
+    "JOIN currencies ON currencies.id = exchange_settings.reference_currency_id"
+)
 
 
 def _require_context(connection: Connection) -> _Context:
@@ -1389,44 +1392,35 @@ def _rates_at(
     last = first if oldest == newest else _valuation_at(connection, currency_id, newest)
     if first is None and last is None:
         return dict.fromkeys(instants)
-    if first is not None and last is not None and first["id"] == last["id"]:
+    if first is not None and last is not None and first[0] == last[0]:
         return dict.fromkeys(instants, _rate_of(first))
     return {
         instant: _rate_of(_valuation_at(connection, currency_id, instant)) for instant in instants
     }
 
 
-def _valuation_at(connection: Connection, currency_id: int, at: dt.datetime) -> RowMapping | None:
-    """``exchange.repository.valuation_at``'s rule (the latest to take effect among those
-    recorded by then) as a statement built once, for the posting path. The brute-force
-    test values every flow through ``Exchange.valuation_at``, so the two cannot drift
-    apart unnoticed."""
-    return (
-        connection.execute(_VALUATION_AT, {"currency_id": currency_id, "at": at}).mappings().first()
+def _valuation_at(
+    connection: Connection, currency_id: int, at: dt.datetime
+) -> tuple[int, int, int] | None:
+    """(id, numerator, denominator) of the valuation in force at ``at`` by
+    ``exchange.repository.valuation_at``'s rule (the latest to take effect among those
+    recorded by then), for the posting path. The brute-force test values every flow
+    through ``Exchange.valuation_at``, so the two cannot drift apart unnoticed."""
+    rows = ledger_repository.raw(connection).fetch(
+        _VALUATION_AT_SQL, {"currency_id": currency_id, "at": to_micros(at)}
     )
+    return tuple(rows[0]) if rows else None
 
 
-_VALUATION_AT = (
-    select(
-        exchange_repository.valuations.c.id,
-        exchange_repository.valuations.c.rate_numerator,
-        exchange_repository.valuations.c.rate_denominator,
-    )
-    .where(
-        exchange_repository.valuations.c.currency_id == bindparam("currency_id"),
-        exchange_repository.valuations.c.effective_from <= bindparam("at"),
-        exchange_repository.valuations.c.recorded_at <= bindparam("at"),
-    )
-    .order_by(
-        exchange_repository.valuations.c.effective_from.desc(),
-        exchange_repository.valuations.c.id.desc(),
-    )
-    .limit(1)
+_VALUATION_AT_SQL = (
+    "SELECT id, rate_numerator, rate_denominator FROM valuations "
+    "WHERE currency_id = :currency_id AND effective_from <= :at AND recorded_at <= :at "
+    "ORDER BY effective_from DESC, id DESC LIMIT 1"
 )
 
 
-def _rate_of(row: RowMapping | None) -> Fraction | None:
-    return None if row is None else Fraction(row["rate_numerator"], row["rate_denominator"])
+def _rate_of(row: tuple[int, int, int] | None) -> Fraction | None:
+    return None if row is None else Fraction(row[1], row[2])
 
 
 def _position_account_ids(
@@ -1493,26 +1487,39 @@ def _lock_positions(connection: Connection, account_ids: Sequence[int]) -> list[
     BEGIN IMMEDIATE already serializes writers), each with its community's credit limit."""
     if not account_ids:
         return []
-    statement = _LOCK_POSITIONS
-    if connection.dialect.name == "postgresql":
-        statement = _LOCK_POSITIONS_FOR_UPDATE
+    listed, parameters = ledger_repository.in_list("id", sorted(set(account_ids)))
+    lock = " FOR UPDATE OF accounts" if connection.dialect.name == "postgresql" else ""
     return [
         _LockedPosition(account_id, balance, limit)
-        for account_id, balance, limit in connection.execute(
-            statement, {"ids": sorted(set(account_ids))}
+        for account_id, balance, limit in ledger_repository.raw(connection).fetch(
+            f"{_LOCK_POSITIONS_SQL}{listed} ORDER BY accounts.id{lock}", parameters
         )
     ]
 
 
-# Built once: constructing a statement costs more than running it on the posting path.
-_LOCK_POSITIONS = (
-    select(accounts.c.id, accounts.c.balance_posted, credit_lines_table.c.credit_limit)
-    .outerjoin(credit_lines_table, credit_lines_table.c.community_id == accounts.c.community_id)
-    .where(accounts.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(accounts.c.id)
+_LOCK_POSITIONS_SQL = (
+    "SELECT accounts.id, accounts.balance_posted, community_credit_lines.credit_limit "
+    "FROM accounts LEFT OUTER JOIN community_credit_lines "
+    "ON community_credit_lines.community_id = accounts.community_id WHERE accounts.id IN "
 )
-_LOCK_POSITIONS_FOR_UPDATE = _LOCK_POSITIONS.with_for_update(of=accounts)
-_INSERT_FLOWS = insert(flows_table)
+_INSERT_FLOWS_SQL = (
+    "INSERT INTO reciprocity_flows (transaction_id, giver_community_id, "
+    "receiver_community_id, amount, at, position_transaction_id) VALUES (:transaction_id, "
+    ":giver_community_id, :receiver_community_id, :amount, :at, :position_transaction_id)"
+)
+_ADD_TO_PAIRS_SQL = (
+    "INSERT INTO reciprocity_pairs (giver_community_id, receiver_community_id, given, cleared) "
+    "VALUES (:giver_community_id, :receiver_community_id, :given, :cleared) "
+    "ON CONFLICT (giver_community_id, receiver_community_id) DO UPDATE SET "
+    "given = reciprocity_pairs.given + excluded.given, "
+    "cleared = reciprocity_pairs.cleared + excluded.cleared"
+)
+_ADD_TO_DAYS_SQL = (
+    "INSERT INTO reciprocity_days (giver_community_id, day, receiver_community_id, amount) "
+    "VALUES (:giver_community_id, :day, :receiver_community_id, :amount) "
+    "ON CONFLICT (giver_community_id, day, receiver_community_id) DO UPDATE SET "
+    "amount = reciprocity_days.amount + excluded.amount"
+)
 _INSERT_UNVALUED = insert(unvalued_table)
 
 
@@ -1522,38 +1529,17 @@ def _dialect_insert(connection: Connection, table: Table) -> Any:
     return sqlite.insert(table)
 
 
-@functools.cache
-def _adding(dialect: str, table_name: str) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE adding to the aggregate, built once per dialect:
-    constructing it costs more than running it. Same SQL on SQLite and PostgreSQL (and
-    CockroachDB); only SQLAlchemy's construct differs."""
-    table, keys, added = {
-        "pairs": (
-            pairs_table,
-            ["giver_community_id", "receiver_community_id"],
-            ["given", "cleared"],
-        ),
-        "days": (
-            days_table,
-            ["giver_community_id", "day", "receiver_community_id"],
-            ["amount"],
-        ),
-    }[table_name]
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    return statement.on_conflict_do_update(
-        index_elements=keys,
-        set_={name: table.c[name] + statement.excluded[name] for name in added},
-    )
-
-
 def _add_to_pairs(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        connection.execute(_adding(connection.dialect.name, "pairs"), rows)
+        ledger_repository.raw(connection).run_many(_ADD_TO_PAIRS_SQL, rows)
 
 
 def _add_to_days(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Rows with ``day`` a date; stored as ISO text, which both databases read as a date."""
     if rows:
-        connection.execute(_adding(connection.dialect.name, "days"), rows)
+        ledger_repository.raw(connection).run_many(
+            _ADD_TO_DAYS_SQL, [{**row, "day": row["day"].isoformat()} for row in rows]
+        )
 
 
 def _pair_amounts(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sqlite3
 import threading
 import time
 import weakref
@@ -60,7 +61,18 @@ def make_engine(url: str | None = None, **engine_options: Any) -> Engine:
     engine_options.setdefault("pool_size", 10)
     engine_options.setdefault("max_overflow", 20)
     engine_options.setdefault("pool_pre_ping", True)
-    return create_engine(url, **engine_options)
+    engine = create_engine(url, **engine_options)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _answer_now(connection: Connection, cursor: Any, statement: str, *_arguments: Any) -> None:
+        # Postings run in psycopg's pipeline mode (``repository.pipelined``), where an
+        # answer arrives only at the next sync; SQLAlchemy reads a statement's answer
+        # (its columns, its row count) right after sending it, so sync first.
+        pipeline = getattr(connection.connection.driver_connection, "_pipeline", None)
+        if pipeline is not None:
+            pipeline.sync()
+
+    return engine
 
 
 def _sqlite_engine(url: str, **engine_options: Any) -> Engine:
@@ -85,7 +97,16 @@ def _sqlite_engine(url: str, **engine_options: Any) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         writing = connection.get_execution_options().get("heartleaf_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if writing else "BEGIN"
+        # On the driver: SQLAlchemy's execution path costs more than the BEGIN itself. Its
+        # errors (a lock held past the busy timeout) are raised as SQLAlchemy's, as an
+        # executed statement's are, for the retry loop.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        try:
+            driver.execute(statement)
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(statement, {}, error, sqlite3.Error) from error
 
     _WRITERS[engine] = threading.RLock()  # reentrant: a writer never waits for itself
     return engine

@@ -1,7 +1,7 @@
 """Every query of ``ledger/`` lives here. Services hold the logic; this module holds SQL.
 
 Statements are SQLAlchemy Core, built once at import so their compiled form is cached,
-except the posting path's, which run on the driver's cursor (see ``_Raw``).
+except the posting path's, which run on the driver's cursor (see ``Raw``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
+from psycopg import pq
 from sqlalchemy import (
     Connection,
     RowMapping,
@@ -56,14 +57,15 @@ counters = cast(Table, CounterRow.__table__)
 EVENT_COUNTER = "events"
 
 
-class _Raw:
+class Raw:
     """The posting path's statements, run on the driver's cursor inside SQLAlchemy's
-    transaction. They are written once in portable SQL with ``:name`` parameters; on
-    PostgreSQL the names become psycopg's ``%(name)s``. Values arrive already in storage
-    form (instants as microseconds, JSON as text), which is what ``Instant`` and ``JSON``
-    would have produced: the rows are the same either way, a test reads them back
-    through SQLAlchemy. Why: SQLAlchemy's per-statement work is most of the cost of a
-    single posting, and the posting path runs seven statements per transaction.
+    transaction (``exchange/reciprocity.py``'s observer runs its own the same way). They
+    are written once in portable SQL with ``:name`` parameters; on PostgreSQL the names
+    become psycopg's ``%(name)s``. Values arrive already in storage form (instants as
+    microseconds, JSON as text), which is what ``Instant`` and ``JSON`` would have
+    produced: the rows are the same either way, a test reads them back through
+    SQLAlchemy. Why: SQLAlchemy's per-statement work is most of the cost of a single
+    posting, and the posting path runs seven statements per transaction.
     """
 
     def __init__(self, connection: Connection) -> None:
@@ -75,37 +77,43 @@ class _Raw:
         return _pyformat(statement) if self.pyformat else statement
 
     def fetch(self, statement: str, parameters: dict[str, Any]) -> list[Any]:
-        with self._translated(statement, parameters):
+        try:
             self.cursor.execute(self._sql(statement), parameters)
             return list(self.cursor.fetchall())
+        except self.dbapi_error as error:
+            raise self._translated(error, statement, parameters) from error
 
     def run_many(self, statement: str, rows: list[dict[str, Any]]) -> None:
-        with self._translated(statement, rows):
+        try:
             if len(rows) == 1:
                 self.cursor.execute(self._sql(statement), rows[0])
             else:
                 self.cursor.executemany(self._sql(statement), rows)
-
-    @contextmanager
-    def _translated(self, statement: str, parameters: Any) -> Iterator[None]:
-        """Raise driver errors as SQLAlchemy's (IntegrityError, OperationalError …), as
-        ``Connection.execute`` would, so callers and the retry loop see one family."""
-        try:
-            yield
         except self.dbapi_error as error:
-            raise DBAPIError.instance(statement, parameters, error, self.dbapi_error) from error
+            raise self._translated(error, statement, rows) from error
+
+    def _translated(self, error: Exception, statement: str, parameters: Any) -> Exception:
+        """Driver errors as SQLAlchemy's (IntegrityError, OperationalError …), as
+        ``Connection.execute`` raises them, so callers and the retry loop see one family."""
+        return DBAPIError.instance(statement, parameters, error, self.dbapi_error)
 
 
 @contextmanager
 def pipelined(connection: Connection) -> Iterator[None]:
-    """Send the writes inside the block without waiting for each answer (psycopg's
-    pipeline mode): on PostgreSQL a posting's tail of inserts and updates then costs one
-    round trip instead of one each. A no-op on SQLite, where there is no round trip."""
+    """Send the statements inside the block without waiting for answers nobody reads
+    (psycopg's pipeline mode): on PostgreSQL a write then waits once per statement whose
+    rows it reads, plus once at the end, instead of once per statement. A block inside a
+    block joins it (a nested pipeline would sync when it ends). Errors of statements whose
+    answers were not read surface at the next read or at the end of the block. A no-op on
+    SQLite, where there is no round trip."""
     if connection.dialect.name != "postgresql":
         yield
         return
     driver = connection.connection.driver_connection
     assert driver is not None
+    if driver.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        yield
+        return
     dbapi_error: type[Exception] = connection.dialect.loaded_dbapi.Error
     try:
         with driver.pipeline():
@@ -114,8 +122,20 @@ def pipelined(connection: Connection) -> Iterator[None]:
         raise DBAPIError.instance("pipelined writes", {}, error, dbapi_error) from error
 
 
-def _raw(connection: Connection) -> _Raw:
-    return _Raw(connection)
+def raw(connection: Connection) -> Raw:
+    """The connection's driver cursor, made once per database connection: building one
+    per statement costs more than the statement on the posting path."""
+    info = connection.connection.info
+    cursor = info.get("heartleaf_raw")
+    if cursor is None:
+        cursor = info["heartleaf_raw"] = Raw(connection)
+    return cast(Raw, cursor)
+
+
+def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """``(:prefix0, :prefix1, …)`` and its parameters, for ``IN`` on the driver's cursor."""
+    parameters = {f"{prefix}{i}": value for i, value in enumerate(values)}
+    return "(" + ", ".join(f":{name}" for name in parameters) + ")", parameters
 
 
 @lru_cache(maxsize=256)
@@ -258,7 +278,7 @@ def lock_accounts(connection: Connection, account_ids: Iterable[int]) -> list[Lo
     ids = sorted(set(account_ids))
     if not ids:
         return []
-    rows = _raw(connection).fetch(
+    rows = raw(connection).fetch(
         _lock_sql(connection.dialect.name, len(ids)), {f"id{i}": v for i, v in enumerate(ids)}
     )
     return [
@@ -285,7 +305,7 @@ _LOCK_SELECT = (
 
 def update_account_balances(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        _raw(connection).run_many(
+        raw(connection).run_many(
             "UPDATE accounts SET balance_posted = :new_posted, debits_pending = "
             ":new_debits_pending, "
             "credits_pending = :new_credits_pending, last_entry_at = :new_last_entry_at WHERE id "
@@ -336,11 +356,11 @@ def transactions_by_client_id(
 def insert_transactions(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
     if len(rows) == 1:
         values = _transaction_storage(rows[0])
-        return [int(_raw(connection).fetch(_INSERT_TRANSACTION_SQL, values)[0][0])]
+        return [int(raw(connection).fetch(_INSERT_TRANSACTION_SQL, values)[0][0])]
     # Many rows: take their ids first, then insert them in one executemany. (SQLite cannot
     # promise RETURNING order for a multi-row insert, so SQLAlchemy would insert one by one.)
     ids = _reserve_transaction_ids(connection, len(rows))
-    _raw(connection).run_many(
+    raw(connection).run_many(
         _INSERT_TRANSACTION_WITH_ID_SQL,
         [{**_transaction_storage(row), "id": id_} for row, id_ in zip(rows, ids, strict=True)],
     )
@@ -349,14 +369,14 @@ def insert_transactions(connection: Connection, rows: list[dict[str, Any]]) -> l
 
 def _reserve_transaction_ids(connection: Connection, count: int) -> list[int]:
     if connection.dialect.name == "postgresql":
-        rows = _raw(connection).fetch(
+        rows = raw(connection).fetch(
             "SELECT nextval(pg_get_serial_sequence('transactions', 'id')) "
             "FROM generate_series(1, :count)",
             {"count": count},
         )
         return [int(row[0]) for row in rows]
     # SQLite: the write lock (BEGIN IMMEDIATE) is held, so no one else takes ids meanwhile.
-    (last,) = _raw(connection).fetch("SELECT COALESCE(MAX(id), 0) FROM transactions", {})[0]
+    (last,) = raw(connection).fetch("SELECT COALESCE(MAX(id), 0) FROM transactions", {})[0]
     return list(range(int(last) + 1, int(last) + 1 + count))
 
 
@@ -393,7 +413,7 @@ _INSERT_TRANSACTION_SQL = (
 
 def insert_postings(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        _raw(connection).run_many(
+        raw(connection).run_many(
             'INSERT INTO postings (transaction_id, "index", source_account_id, '
             "destination_account_id, currency_id, amount, amount_posted) VALUES (:transaction_id, "
             ":index, :source_account_id, :destination_account_id, :currency_id, :amount, "
@@ -404,7 +424,7 @@ def insert_postings(connection: Connection, rows: list[dict[str, Any]]) -> None:
 
 def insert_entries(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        _raw(connection).run_many(
+        raw(connection).run_many(
             "INSERT INTO entries (account_id, community_id, transaction_id, "
             "counterparty_account_id, kind, at, "
             "amount, debits_pending_change, credits_pending_change, balance_posted, "
@@ -420,7 +440,7 @@ def insert_entries(connection: Connection, rows: list[dict[str, Any]]) -> None:
 
 def insert_holds(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        _raw(connection).run_many(
+        raw(connection).run_many(
             "INSERT INTO holds (transaction_id, account_id, debits, credits, created_at, "
             "expires_at) "
             "VALUES (:transaction_id, :account_id, :debits, :credits, :created_at, :expires_at)",
@@ -655,13 +675,13 @@ def reserve_event_sequences(connection: Connection, count: int) -> int:
     an exact order, and far cheaper than serializing whole transactions.
     """
     statement = "UPDATE counters SET value = value + :count WHERE name = :name RETURNING value"
-    last = int(_raw(connection).fetch(statement, {"count": count, "name": EVENT_COUNTER})[0][0])
+    last = int(raw(connection).fetch(statement, {"count": count, "name": EVENT_COUNTER})[0][0])
     return last - count + 1
 
 
 def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        _raw(connection).run_many(
+        raw(connection).run_many(
             "INSERT INTO events (sequence, kind, at, transaction_id, account_id, community_ids) "
             "VALUES (:sequence, :kind, :at, :transaction_id, :account_id, :community_ids)",
             [

@@ -442,7 +442,9 @@ class Ledger:
         }
         for _attempt in range(3):
             try:
-                outcomes = self._write(partial(self._post_batch, look_up=look_up, **arguments))
+                outcomes = self._write(
+                    _pipelined(partial(self._post_batch, look_up=look_up, **arguments))
+                )
             except _ExpiryNeeded as needed:
                 self.expire_overdue(up_to=needed.up_to)
                 continue
@@ -460,7 +462,7 @@ class Ledger:
             # Refused without the lookup: it may be the retry of a request stored earlier,
             # which must get its first answer back. Nothing was written; look and retry.
             look_up = True
-        return self._write(partial(self._post_batch, **arguments))
+        return self._write(_pipelined(partial(self._post_batch, **arguments)))
 
     def _post_batch(
         self,
@@ -1477,6 +1479,17 @@ def _emit(
             for offset, (when, (kind, transaction_id, account_id, communities)) in enumerate(timed)
         ],
     )
+
+
+def _pipelined(work: Callable[[Connection], T]) -> Callable[[Connection], T]:
+    """``work`` in one pipeline (see ``repository.pipelined``): on PostgreSQL a posting waits
+    only for what it reads (locks, ids, the feed's counter) and for the end."""
+
+    def run(connection: Connection) -> T:
+        with repo.pipelined(connection):
+            return work(connection)
+
+    return run
 
 
 def _atomic_failure(outcomes: list[Outcome | None]) -> list[Outcome]:

@@ -12,18 +12,20 @@ in the test.
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ledger import database
 from ledger import repository as repo
@@ -69,7 +71,7 @@ def _database_errors(engine: Engine) -> Iterator[list[str]]:
 
     Two taps, because one is not enough: SQLAlchemy's ``handle_error`` event hears the
     statements run through ``Connection.execute``, but the posting path's statements
-    (``repository._Raw``: the account locks, the inserts, the feed counter) run on the
+    (``repository.Raw``: the account locks, the inserts, the feed counter) run on the
     driver's cursor and never reach it; so the retry loop's own judgement
     (``ledger.database._is_retryable``, which sees every failed attempt but the last,
     and the last reaches the caller anyway) is recorded too.
@@ -378,3 +380,29 @@ def _all_transaction_ids(ledger: Ledger) -> set[int]:
         if page.next_cursor is None:
             return ids
         cursor = page.next_cursor
+
+
+# -- SQLite's write lock held by another process past the busy timeout ----------------------
+
+
+def test_a_sqlite_write_lock_held_past_the_busy_timeout_is_retryable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN IMMEDIATE runs on the driver; when another process holds the write lock past
+    the busy timeout, its error must still reach the retry loop as SQLAlchemy's."""
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "locked.db"
+    engine = database.make_engine(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError) as raised, unit_of_work(engine, write=True):
+            pytest.fail("the write lock was granted while another connection held it")
+        assert database._is_retryable(raised.value)
+        holder.execute("ROLLBACK")
+        with unit_of_work(engine, write=True) as connection:  # free again: granted
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        holder.close()
+        engine.dispose()
