@@ -65,6 +65,7 @@ from exchange.reciprocity import ReciprocityObserver
 from ledger import model
 from ledger.database import run_in_transaction
 from ledger.errors import Code, LedgerError
+from ledger.group_commit import GroupCommit
 from ledger.service import Ledger, utc_now
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -113,16 +114,18 @@ def build_ledger(engine: Engine, clock: Callable[[], dt.datetime] = utc_now) -> 
 
 
 class State:
-    """What every request needs: the ledger, its engine, the clock and the metrics."""
+    """What every request needs: the ledger, its engine, the clock and the metrics; and
+    the group commit that single postings share (``ledger/group_commit.py``)."""
 
     def __init__(self, engine: Engine, clock: Callable[[], dt.datetime], metrics: Metrics) -> None:
         self.engine = engine
         self.clock = clock
         self.ledger = build_ledger(engine, clock)
+        self.singles = GroupCommit(self.ledger)
         self.metrics = metrics
 
 
-def _state(request: Request) -> State:
+async def _state(request: Request) -> State:  # async: no worker thread for a lookup
     state: State = request.app.state.heartleaf
     return state
 
@@ -151,11 +154,12 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def _storable_parameters(request: Request) -> None:
+async def _storable_parameters(request: Request) -> None:
     """Refuse query parameters the operation does not take (a mistyped ``sinse=`` would
     otherwise be ignored and answer a different question), and path and query text no
     database keeps (a NUL: PostgreSQL refuses it) before it reaches a query; bodies are
-    checked by their schemas (``api.schemas.Strict``)."""
+    checked by their schemas (``api.schemas.Strict``). Async: it never waits, and a sync
+    dependency costs a worker-thread hop per request."""
     route = request.scope.get("route")
     if isinstance(route, APIRoute):
         taken = _query_names(route.dependant)
@@ -659,7 +663,7 @@ def create_transaction(
         state.metrics.transaction_rejected(refusal.code)
         raise refusal
     try:
-        outcome = state.ledger.post_transaction(draft, scope=principal.idempotency_scope)
+        outcome = state.singles.post_transaction(draft, scope=principal.idempotency_scope)
     except LedgerError as error:
         state.metrics.transaction_rejected(error.code)
         raise
@@ -1053,6 +1057,7 @@ def create_app(
             else None
         )
         yield
+        app.state.heartleaf.singles.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

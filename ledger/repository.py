@@ -123,13 +123,10 @@ def pipelined(connection: Connection) -> Iterator[None]:
 
 
 def raw(connection: Connection) -> Raw:
-    """The connection's driver cursor, made once per database connection: building one
-    per statement costs more than the statement on the posting path."""
-    info = connection.connection.info
-    cursor = info.get("heartleaf_raw")
-    if cursor is None:
-        cursor = info["heartleaf_raw"] = Raw(connection)
-    return cast(Raw, cursor)
+    """A driver cursor for the statements that follow. A new one each time: in pipeline
+    mode a cursor reads the answer it holds, so one cursor shared by statements whose
+    answers arrive later could read an earlier statement's answer as its own."""
+    return Raw(connection)
 
 
 def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:

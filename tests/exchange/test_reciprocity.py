@@ -46,6 +46,7 @@ from exchange.reciprocity import (
 )
 from exchange.service import Exchange
 from ledger.errors import Code, LedgerError
+from ledger.group_commit import GroupCommit
 from ledger.model import (
     AccountType,
     CurrencyKind,
@@ -57,6 +58,7 @@ from ledger.model import (
 from ledger.service import Ledger
 from tests.conftest import Clock
 from tests.ledger.builders import hold, pay
+from tests.ledger.grouping import answered, hand_over, writes_held
 
 FEDERATION = "key:1"
 FUNDS = 10_000_000
@@ -705,6 +707,30 @@ def test_a_payment_past_the_credit_line_is_refused_and_leaves_nothing(net: Net) 
     _leaves(net, "cai", "ana", 1_000)  # giving is never refused
     line = net.reciprocity.credit_line("riverbend")
     assert (line.position, line.headroom) == (-4_800 + 80_000, 80_000 - 4_800 + 5_000)
+
+
+def test_in_a_group_commit_a_credit_line_refuses_only_the_payment_past_it(
+    net: Net, engine: Engine
+) -> None:
+    """The observer refuses whole writes; a group that one payment takes past a credit line
+    is posted again draft by draft, so the others still go through."""
+    net.reciprocity.set_credit_line("riverbend", 5_000, by=FEDERATION)
+    group = GroupCommit(net.ledger)
+    try:
+        with writes_held(engine):
+            alone = hand_over(group, pay(net.id("ana:HRB"), net.id("bo:HRB"), 1), first=True)
+            fits = hand_over(group, pay(net.id("ana:LEAF"), net.id("cai:LEAF"), 40, "LEAF"))
+            past = hand_over(group, pay(net.id("ana:LEAF"), net.id("cai:LEAF"), 40, "LEAF"))
+            giving = hand_over(group, pay(net.id("cai:LEAF"), net.id("ana:LEAF"), 10, "LEAF"))
+        answered(alone, fits, past, giving)
+    finally:
+        group.close()
+
+    assert fits.outcome is not None
+    assert giving.outcome is not None
+    assert isinstance(past.error, LedgerError)
+    assert past.error.code == Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED
+    assert _positions(net)["riverbend"] == -3_200 + 800
 
 
 def test_a_hold_is_judged_when_it_is_posted(net: Net) -> None:

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from ledger import repository as repo
+from ledger.database import unit_of_work
 from ledger.errors import Code, LedgerError
 from ledger.model import (
     AccountStatus,
@@ -1178,3 +1179,19 @@ def test_a_balance_as_of_a_write_stamped_ahead_of_the_clock_includes_it(ledger: 
     assert second is not None
     assert second.created_at > stopped  # one microsecond after the first, on the same account
     assert still.balance(v.bo, as_of=second.created_at) == still.balance(v.bo)
+
+
+def test_posting_within_an_open_unit_of_work_reads_its_own_answers(
+    ledger: Ledger, engine: Engine
+) -> None:
+    """An observer's bookkeeping (``post_within``) in a unit of work that is not pipelined:
+    its own writes are, and the feed's counter read after them must get the counter's
+    answer, not one of theirs (``repository.raw``)."""
+    v = village(ledger)
+    postings = tuple(PostingDraft(v.ana, v.bo, amount, "HRB") for amount in range(1, 41))
+    with unit_of_work(engine, write=True) as connection:
+        posted = ledger.post_within(connection, TransactionDraft(postings=postings))
+
+    assert len(posted.postings) == 40
+    assert ledger.balance(v.bo).posted == sum(range(1, 41))
+    assert ledger.events_after(0, limit=1000)[-1].transaction_id == posted.id

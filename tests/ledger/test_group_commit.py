@@ -1,0 +1,83 @@
+"""Group commit (ledger/group_commit.py): callers that arrive together share one unit of
+work, and each still gets exactly the answer it would have had alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from ledger.errors import Code, LedgerError
+from ledger.group_commit import GroupCommit
+from ledger.service import Ledger
+from tests.ledger.builders import pay, village
+from tests.ledger.grouping import answered, hand_over, writes_held
+
+
+@pytest.fixture
+def group(ledger: Ledger) -> Iterator[GroupCommit]:
+    group = GroupCommit(ledger)
+    yield group
+    group.close()
+
+
+def test_callers_arriving_together_share_a_commit_and_keep_their_own_answers(
+    ledger: Ledger, engine: Engine, group: GroupCommit
+) -> None:
+    v = village(ledger)
+    with writes_held(engine):
+        alone = hand_over(group, pay(v.ana, v.bo, 1), first=True)
+        first = hand_over(group, pay(v.ana, v.bo, 100, client_id="rent"))
+        overdraw = hand_over(group, pay(v.bo, v.hilltop_member, 1_000_000))
+        retry = hand_over(group, pay(v.ana, v.bo, 100, client_id="rent"))
+        clash = hand_over(group, pay(v.ana, v.bo, 999, client_id="rent"))
+        elsewhere = hand_over(group, pay(v.ana, v.bo, 5, client_id="rent"), scope="key:2")
+        assert group.waiting == 5
+    answered(alone, first, overdraw, retry, clash, elsewhere)
+
+    # One unit of work for the first, then one per scope for the five that queued.
+    assert group.batches_written == 3
+    assert alone.outcome is not None
+    assert first.outcome is not None
+    assert first.outcome.transaction is not None
+    assert not first.outcome.replayed
+    assert isinstance(overdraw.error, LedgerError)
+    assert overdraw.error.code == Code.INSUFFICIENT_FUNDS
+    assert retry.outcome is not None
+    assert retry.outcome.replayed
+    assert retry.outcome.transaction == first.outcome.transaction
+    assert isinstance(clash.error, LedgerError)
+    assert clash.error.code == Code.IDEMPOTENCY_CONFLICT
+    assert elsewhere.outcome is not None
+    assert elsewhere.outcome.transaction is not None
+    assert elsewhere.outcome.transaction.id != first.outcome.transaction.id
+    assert ledger.balance(v.bo).posted == 1 + 100 + 5
+    assert ledger.balance(v.ana).posted == 10_000 - 106
+
+
+def test_a_caller_alone_is_answered_as_by_the_ledger(ledger: Ledger, group: GroupCommit) -> None:
+    v = village(ledger)
+    posted = group.post_transaction(pay(v.ana, v.bo, 250, client_id="one"))
+    again = group.post_transaction(pay(v.ana, v.bo, 250, client_id="one"))
+    with pytest.raises(LedgerError) as refused:
+        group.post_transaction(pay(v.frozen, v.bo, 1))
+
+    assert again.replayed
+    assert again.transaction == posted.transaction
+    assert refused.value.code == Code.ACCOUNT_FROZEN
+    assert ledger.balance(v.bo).posted == 250
+
+
+def test_closing_writes_what_was_handed_over(
+    ledger: Ledger, engine: Engine, group: GroupCommit
+) -> None:
+    v = village(ledger)
+    with writes_held(engine):
+        handed = [hand_over(group, pay(v.ana, v.bo, 10), first=True)]
+        handed += [hand_over(group, pay(v.ana, v.bo, 10)) for _ in range(3)]
+    group.close()
+    answered(*handed)
+
+    assert all(h.outcome is not None and h.outcome.transaction is not None for h in handed)
+    assert ledger.balance(v.bo).posted == 40
