@@ -380,7 +380,7 @@ def _reserve_transaction_ids(connection: Connection, count: int) -> list[int]:
 def _transaction_storage(row: dict[str, Any]) -> dict[str, Any]:
     return {
         **row,
-        "metadata": json.dumps(row["metadata"]),
+        "metadata": "null" if row["metadata"] is None else json.dumps(row["metadata"]),
         "effective_date": None
         if row["effective_date"] is None
         else row["effective_date"].isoformat(),
@@ -685,11 +685,17 @@ def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
                 {
                     **row,
                     "at": to_micros(row["at"]),
-                    "community_ids": json.dumps(row["community_ids"]),
+                    "community_ids": _json_ids(tuple(row["community_ids"])),
                 }
                 for row in rows
             ],
         )
+
+
+@lru_cache(maxsize=4_096)
+def _json_ids(ids: tuple[int, ...]) -> str:
+    """A batch's events name a few community sets over and over: encode each once."""
+    return json.dumps(list(ids))
 
 
 def events_after(connection: Connection, after: int, limit: int) -> Sequence[RowMapping]:

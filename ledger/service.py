@@ -638,11 +638,14 @@ class Ledger:
             accepted, transaction_ids, transaction_rows, strict=True
         ):
             held: dict[int, list[int]] = {}
+            community_ids: set[int] = set()
             for position, posting in enumerate(draft.postings):
                 source, destination = (
                     before[posting.source_account_id],
                     before[posting.destination_account_id],
                 )
+                community_ids.add(source.community_id)
+                community_ids.add(destination.community_id)
                 if not draft.pending and source.community_id != destination.community_id:
                     if reversal_of is None:
                         movements.append(
@@ -712,8 +715,7 @@ class Ledger:
             kind_of_event = (
                 EventKind.TRANSACTION_PENDING if draft.pending else EventKind.TRANSACTION_POSTED
             )
-            communities = tuple(sorted({before[a].community_id for a in _accounts_of(draft)}))
-            events.append((kind_of_event, transaction_id, None, communities))
+            events.append((kind_of_event, transaction_id, None, tuple(sorted(community_ids))))
             results.append(_transaction_from_draft(transaction_id, draft, row))
 
         # Observers lock rows of their own (reciprocity: community positions). They run
