@@ -121,7 +121,7 @@ class State:
         self.engine = engine
         self.clock = clock
         self.ledger = build_ledger(engine, clock)
-        self.singles = GroupCommit(self.ledger)
+        self.group_commit = GroupCommit(self.ledger)
         self.metrics = metrics
 
 
@@ -663,7 +663,7 @@ def create_transaction(
         state.metrics.transaction_rejected(refusal.code)
         raise refusal
     try:
-        outcome = state.singles.post_transaction(draft, scope=principal.idempotency_scope)
+        outcome = state.group_commit.post_transaction(draft, scope=principal.idempotency_scope)
     except LedgerError as error:
         state.metrics.transaction_rejected(error.code)
         raise
@@ -1057,7 +1057,7 @@ def create_app(
             else None
         )
         yield
-        app.state.heartleaf.singles.close()
+        await anyio.to_thread.run_sync(app.state.heartleaf.group_commit.close)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

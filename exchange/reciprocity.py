@@ -95,7 +95,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
@@ -496,16 +496,14 @@ class ReciprocityObserver:
     ) -> None:
         by_pair: dict[tuple[int, int], int] = {}
         by_day: dict[tuple[int, dt.date, int], int] = {}
-        deltas: dict[int, int] = {}
         for flow in flows:
             pair = (flow.giver, flow.receiver)
             by_pair[pair] = by_pair.get(pair, 0) + flow.amount
             day = (flow.giver, flow.at.astimezone(dt.UTC).date(), flow.receiver)
             by_day[day] = by_day.get(day, 0) + flow.amount
-            deltas[flow.giver] = deltas.get(flow.giver, 0) + flow.amount
-            deltas[flow.receiver] = deltas.get(flow.receiver, 0) - flow.amount
-        positions = self._position_accounts(connection, ledger, context, sorted(deltas))
-        _check_credit_lines(connection, positions, deltas)
+        communities = sorted({c for flow in flows for c in (flow.giver, flow.receiver)})
+        positions = self._position_accounts(connection, ledger, context, communities)
+        _check_credit_lines(connection, positions, flows)
 
         postings: list[tuple[tuple[int, int], PostingDraft]] = []
         for (giver, receiver), total in sorted(by_pair.items()):
@@ -726,35 +724,53 @@ def _refuse_moving_positions(
 
 
 def _check_credit_lines(
-    connection: Connection, positions: Mapping[int, int], deltas: Mapping[int, int]
+    connection: Connection, positions: Mapping[int, int], flows: Sequence[_Flow]
 ) -> None:
     """Lock the position accounts (ascending id, after the write's own accounts) and refuse
-    if a community whose position this write lowers would end below its floor."""
-    account_ids = sorted(positions[c] for c in deltas)
-    lowered = {positions[c]: c for c, delta in deltas.items() if delta < 0}
-    for row in _lock_positions(connection, account_ids):
-        community_id = lowered.get(row.id)
-        if community_id is None or row.credit_limit is None:
-            continue
-        after = row.balance_posted + deltas[community_id]
-        if after >= -row.credit_limit:
-            continue
-        community = ledger_repository.community_by_id(connection, community_id)
-        slug = community["slug"] if community is not None else str(community_id)
-        headroom = max(row.balance_posted + row.credit_limit, 0)
-        raise LedgerError(
-            Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED,
-            f"{slug} may owe the rest of the network at most {row.credit_limit} (reference-unit "
-            f"minor units); its position is {row.balance_posted}, so {headroom} of headroom is "
-            f"left and this needs {-deltas[community_id]}.",
-            extra={
-                "community": slug,
-                "headroom": headroom,
-                "credit_limit": row.credit_limit,
-                "position": row.balance_posted,
-                "required": -deltas[community_id],
-            },
-        )
+    if a transaction would take a community whose position it lowers below its floor.
+
+    Transactions are judged in the write's order, each on the positions the ones before it
+    left, as the ledger judges balances: a batch (or a group commit) refuses what its
+    drafts posted one by one would, even when later drafts would bring the total back."""
+    changes: dict[int, dict[int, int]] = {}  # transaction -> community -> change
+    for flow in flows:
+        change = changes.setdefault(flow.transaction_id, {})
+        change[flow.giver] = change.get(flow.giver, 0) + flow.amount
+        change[flow.receiver] = change.get(flow.receiver, 0) - flow.amount
+    community_of = {account_id: community for community, account_id in positions.items()}
+    running: dict[int, int] = {}
+    limits: dict[int, int | None] = {}
+    for row in _lock_positions(connection, sorted(positions.values())):
+        running[community_of[row.id]] = row.balance_posted
+        limits[community_of[row.id]] = row.credit_limit
+    for change in changes.values():
+        for community, delta in sorted(change.items()):
+            limit = limits[community]
+            if delta < 0 and limit is not None and running[community] + delta < -limit:
+                _refuse_past_credit_line(connection, community, running[community], limit, -delta)
+        for community, delta in change.items():
+            running[community] += delta
+
+
+def _refuse_past_credit_line(
+    connection: Connection, community_id: int, position: int, credit_limit: int, required: int
+) -> NoReturn:
+    community = ledger_repository.community_by_id(connection, community_id)
+    slug = community["slug"] if community is not None else str(community_id)
+    headroom = max(position + credit_limit, 0)
+    raise LedgerError(
+        Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED,
+        f"{slug} may owe the rest of the network at most {credit_limit} (reference-unit minor "
+        f"units); its position is {position}, so {headroom} of headroom is left and this needs "
+        f"{required}.",
+        extra={
+            "community": slug,
+            "headroom": headroom,
+            "credit_limit": credit_limit,
+            "position": position,
+            "required": required,
+        },
+    )
 
 
 # -- the service ------------------------------------------------------------------------------

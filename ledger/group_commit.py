@@ -9,16 +9,23 @@ posts them with ``Ledger.post_transactions`` as one non-atomic batch, and hands 
 caller its own outcome. A caller alone pays one thread hand-off; callers that arrive
 while a group is being written share the next group's commit.
 
-Nothing a caller sees changes. Each draft is judged on the balances the drafts before it
-left, exactly as if it had been posted alone in that order; its refusal is its own; a
-retry with the same client id while the first attempt is still in the same group is
-answered as a replay of it, as after a commit. Drafts of different idempotency scopes go
-in separate batches of the same group, each in its own unit of work.
+Nothing a caller sees changes. Each draft is judged on the balances (and the reciprocity
+positions) the drafts before it left, exactly as if it had been posted alone in that
+order; its refusal is its own; a retry with the same client id while the first attempt is
+still in the same group is answered as a replay of it, as after a commit. Drafts of
+different idempotency scopes go in separate batches of the same group, each in its own
+unit of work.
 
-Two things can refuse a whole batch rather than one draft: an observer's refusal (a
-reciprocity credit line, which is judged per write) and an error of the database. The
-group is then posted again one draft at a time, so each caller gets the answer it would
-have had alone.
+An observer's refusal (a reciprocity credit line) refuses a whole write rather than one
+draft: such a batch is posted again one draft at a time, so each caller gets the answer
+it would have had alone. Any other error of a batch (the database's, after the retry
+loop) is every one of its callers' error, as it would have been for each alone: whether
+a commit that lost its connection took effect is unknown, and posting again could post
+twice.
+
+One writer serves the whole process, so one slow write (a lock another process holds,
+the retry loop's backoff) delays every single posting queued behind it; batches and
+everything else do not go through it.
 """
 
 from __future__ import annotations
@@ -27,8 +34,6 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-
-from sqlalchemy.exc import DBAPIError
 
 from ledger.errors import LedgerError
 from ledger.model import Outcome, TransactionDraft
@@ -50,16 +55,24 @@ class GroupCommit:
     def __init__(self, ledger: Ledger, *, group_max: int = GROUP_MAX) -> None:
         self.ledger = ledger
         self.group_max = group_max
-        self.batches_written = 0  # units of work the groups took (one per scope per group)
+        self.batches_taken = 0  # batches the writer took: one per scope per group
         self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
-        self._start = threading.Lock()
+        self._lock = threading.Lock()  # guards _writer and _closed, and orders hand-overs
         self._writer: threading.Thread | None = None
+        self._closed = False
 
     def post_transaction(self, draft: TransactionDraft, *, scope: str = "") -> Outcome:
         """``Ledger.post_transaction``, sharing its commit with concurrent callers."""
         waiting = _Waiting(draft, scope)
-        self._ensure_writer()
-        self._waiting.put(waiting)
+        with self._lock:
+            if self._closed:  # shutting down: post alone rather than queue behind the end
+                return self.ledger.post_transaction(draft, scope=scope)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_groups, name="heartleaf-group-commit", daemon=True
+                )
+                self._writer.start()
+            self._waiting.put(waiting)
         outcome = waiting.answer.result()
         if outcome.error is not None:
             raise outcome.error
@@ -71,22 +84,15 @@ class GroupCommit:
         return self._waiting.qsize()
 
     def close(self) -> None:
-        """Stop the writer once the drafts handed over so far are written."""
-        with self._start:
-            writer, self._writer = self._writer, None
+        """Write the drafts handed over so far, then stop the writer; later callers post
+        alone."""
+        with self._lock:
+            self._closed = True
+            writer = self._writer
+            if writer is not None:
+                self._waiting.put(None)  # after every draft handed over before closing
         if writer is not None:
-            self._waiting.put(None)
             writer.join()
-
-    def _ensure_writer(self) -> None:
-        if self._writer is not None:
-            return
-        with self._start:
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_groups, name="heartleaf-group-commit", daemon=True
-                )
-                self._writer.start()
 
     def _write_groups(self) -> None:
         while True:
@@ -100,46 +106,38 @@ class GroupCommit:
                 except queue.Empty:
                     break
                 if more is None:  # closing: write what was handed over, then stop
-                    self._write_answering(group)
+                    self._write(group)
                     return
                 group.append(more)
-            self._write_answering(group)
-
-    def _write_answering(self, group: list[_Waiting]) -> None:
-        try:
             self._write(group)
-        except Exception as error:  # noqa: BLE001 - a bug here must not strand the callers
-            for waiting in group:
-                if not waiting.answer.done():
-                    waiting.answer.set_exception(error)
 
     def _write(self, group: list[_Waiting]) -> None:
         by_scope: dict[str, list[_Waiting]] = {}
         for waiting in group:
             by_scope.setdefault(waiting.scope, []).append(waiting)
         for scope, batch in by_scope.items():
-            self.batches_written += 1
-            if len(batch) > 1:
-                outcomes = self._together(batch, scope)
-                if outcomes is not None:
-                    for waiting, outcome in zip(batch, outcomes, strict=True):
-                        waiting.answer.set_result(outcome)
-                    continue
-            for waiting in batch:
-                _answer_alone(self.ledger, waiting, scope)
+            self.batches_taken += 1
+            try:
+                self._write_batch(batch, scope)
+            except Exception as error:  # noqa: BLE001 - its callers raise it; none is left waiting
+                for waiting in batch:
+                    if not waiting.answer.done():
+                        waiting.answer.set_exception(error)
 
-    def _together(self, batch: list[_Waiting], scope: str) -> list[Outcome] | None:
-        """The batch's outcomes, or None when something refused the whole write."""
-        try:
-            return self.ledger.post_transactions([w.draft for w in batch], scope=scope)
-        except (LedgerError, DBAPIError):
-            return None
-
-
-def _answer_alone(ledger: Ledger, waiting: _Waiting, scope: str) -> None:
-    try:
-        waiting.answer.set_result(ledger.post_transaction(waiting.draft, scope=scope))
-    except LedgerError as error:
-        waiting.answer.set_result(Outcome(None, error))
-    except Exception as error:  # noqa: BLE001 - the caller raises it: none is left waiting
-        waiting.answer.set_exception(error)
+    def _write_batch(self, batch: list[_Waiting], scope: str) -> None:
+        if len(batch) > 1:
+            try:
+                outcomes = self.ledger.post_transactions([w.draft for w in batch], scope=scope)
+            except LedgerError:  # an observer refused the whole write: each alone
+                pass
+            else:
+                for waiting, outcome in zip(batch, outcomes, strict=True):
+                    waiting.answer.set_result(outcome)
+                return
+        for waiting in batch:
+            try:
+                waiting.answer.set_result(self.ledger.post_transaction(waiting.draft, scope=scope))
+            except LedgerError as error:
+                waiting.answer.set_result(Outcome(None, error))
+            except Exception as error:  # noqa: BLE001 - this caller raises it
+                waiting.answer.set_exception(error)

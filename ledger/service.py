@@ -1476,7 +1476,7 @@ def _emit(
                 "at": when,
                 "transaction_id": transaction_id,
                 "account_id": account_id,
-                "community_ids": list(communities),
+                "community_ids": communities,
             }
             for offset, (when, (kind, transaction_id, account_id, communities)) in enumerate(timed)
         ],

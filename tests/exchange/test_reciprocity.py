@@ -712,8 +712,9 @@ def test_a_payment_past_the_credit_line_is_refused_and_leaves_nothing(net: Net) 
 def test_in_a_group_commit_a_credit_line_refuses_only_the_payment_past_it(
     net: Net, engine: Engine
 ) -> None:
-    """The observer refuses whole writes; a group that one payment takes past a credit line
-    is posted again draft by draft, so the others still go through."""
+    """Each payment is judged on the positions the ones before it left, even when a later
+    one would bring the total back under the line; the observer refuses whole writes, so
+    the group is posted again draft by draft and the others still go through."""
     net.reciprocity.set_credit_line("riverbend", 5_000, by=FEDERATION)
     group = GroupCommit(net.ledger)
     try:
@@ -721,16 +722,33 @@ def test_in_a_group_commit_a_credit_line_refuses_only_the_payment_past_it(
             alone = hand_over(group, pay(net.id("ana:HRB"), net.id("bo:HRB"), 1), first=True)
             fits = hand_over(group, pay(net.id("ana:LEAF"), net.id("cai:LEAF"), 40, "LEAF"))
             past = hand_over(group, pay(net.id("ana:LEAF"), net.id("cai:LEAF"), 40, "LEAF"))
-            giving = hand_over(group, pay(net.id("cai:LEAF"), net.id("ana:LEAF"), 10, "LEAF"))
+            giving = hand_over(group, pay(net.id("cai:LEAF"), net.id("ana:LEAF"), 20, "LEAF"))
         answered(alone, fits, past, giving)
     finally:
         group.close()
 
+    assert group.batches_taken == 2  # the first alone, then the three together
     assert fits.outcome is not None
     assert giving.outcome is not None
     assert isinstance(past.error, LedgerError)
     assert past.error.code == Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED
-    assert _positions(net)["riverbend"] == -3_200 + 800
+    assert past.error.extra["headroom"] == 1_800
+    assert _positions(net)["riverbend"] == -3_200 + 1_600
+
+
+def test_a_batch_is_judged_payment_by_payment_against_a_credit_line(net: Net) -> None:
+    net.reciprocity.set_credit_line("riverbend", 5_000, by=FEDERATION)
+    ana, cai = net.id("ana:LEAF"), net.id("cai:LEAF")
+    batch = [pay(ana, cai, 40, "LEAF"), pay(ana, cai, 40, "LEAF"), pay(cai, ana, 20, "LEAF")]
+
+    with pytest.raises(LedgerError) as refused:
+        net.ledger.post_transactions(batch)  # -3,200, then -6,400: past the line
+
+    assert refused.value.code == Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED
+    assert refused.value.extra["position"] == -3_200
+    assert _positions(net).get("riverbend", 0) == 0
+    net.ledger.post_transactions([batch[0], batch[2], batch[1]])  # never past it: all post
+    assert _positions(net)["riverbend"] == -4_800
 
 
 def test_a_hold_is_judged_when_it_is_posted(net: Net) -> None:

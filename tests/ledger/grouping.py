@@ -55,7 +55,7 @@ def hand_over(
     ``first`` is taken by the idle writer, which then waits for the held database; the
     others queue behind it and go to the database together."""
     handed = Handed(draft, scope)
-    waiting, written = group.waiting, group.batches_written
+    waiting, written = group.waiting, group.batches_taken
 
     def post() -> None:
         try:
@@ -66,7 +66,7 @@ def hand_over(
     handed.thread = threading.Thread(target=post)
     handed.thread.start()
     if first:
-        _until(lambda: group.batches_written > written)
+        _until(lambda: group.batches_taken > written)
     else:
         _until(lambda: group.waiting > waiting)
     return handed

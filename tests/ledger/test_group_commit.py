@@ -37,7 +37,7 @@ def test_callers_arriving_together_share_a_commit_and_keep_their_own_answers(
     answered(alone, first, overdraw, retry, clash, elsewhere)
 
     # One unit of work for the first, then one per scope for the five that queued.
-    assert group.batches_written == 3
+    assert group.batches_taken == 3
     assert alone.outcome is not None
     assert first.outcome is not None
     assert first.outcome.transaction is not None
@@ -81,3 +81,15 @@ def test_closing_writes_what_was_handed_over(
 
     assert all(h.outcome is not None and h.outcome.transaction is not None for h in handed)
     assert ledger.balance(v.bo).posted == 40
+
+
+def test_after_closing_a_caller_posts_alone(ledger: Ledger, group: GroupCommit) -> None:
+    v = village(ledger)
+    group.post_transaction(pay(v.ana, v.bo, 7))
+    group.close()
+
+    posted = group.post_transaction(pay(v.ana, v.bo, 3))
+
+    assert posted.transaction is not None
+    assert ledger.balance(v.bo).posted == 10
+    assert group.batches_taken == 1
