@@ -25,9 +25,9 @@ READS = (
 BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 PEER_BACKEND = {"sqlite": "sqlite", "postgresql": "pg"}
 TWO_WORKERS_NOTE = (
-    "Two workers: uvicorn's supervisor binds the socket with proto 0, so asyncio leaves "
-    "TCP_NODELAY off and each keep-alive response waits ~40 ms for the client's delayed "
-    "ACK (uvicorn issue #3149); the single-worker rows do not pay it."
+    "Two workers: uvicorn's supervisor binds the socket with proto 0, under which asyncio "
+    "would leave TCP_NODELAY off (uvicorn issue #3149, ~40 ms per keep-alive request); "
+    "the server runs on uvloop, which sets TCP_NODELAY itself, so these rows do not pay it."
 )
 
 

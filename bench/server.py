@@ -5,11 +5,12 @@ The server is the console script a user runs (``heartleaf serve --workers N
 Its peak resident memory is read from ``/proc/<pid>/status`` (``VmHWM``) of the process and
 of its workers when it runs more than one.
 
-On Linux, ``--workers 2`` pays a fixed ~40 ms on every keep-alive request after the first:
-uvicorn's supervisor binds the listening socket with ``proto`` 0, asyncio then leaves
-``TCP_NODELAY`` off on the accepted sockets, and the response's second segment waits for
-the client's delayed ACK (uvicorn issue #3149). The benchmark measures the server as it
-ships; ``report`` says so beside the two-worker rows.
+With ``--workers 2`` uvicorn's supervisor binds the listening socket with ``proto`` 0, and
+asyncio's own loop would then leave ``TCP_NODELAY`` off on the accepted sockets: every
+keep-alive request after the first would wait ~40 ms for the client's delayed ACK (uvicorn
+issue #3149). Heartleaf depends on uvloop, which uvicorn picks when present and which sets
+``TCP_NODELAY`` on every TCP connection; the two-worker rows show no such wait (p50 within
+a millisecond or two of one worker's). ``report`` notes it beside those rows.
 """
 
 from __future__ import annotations
