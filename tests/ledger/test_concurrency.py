@@ -12,7 +12,6 @@ in the test.
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -43,6 +42,7 @@ from ledger.model import (
 from ledger.service import Ledger
 from ledger.verify import verify
 from tests.ledger.builders import hold, pay, village
+from tests.ledger.grouping import writes_held
 
 T = TypeVar("T")
 
@@ -391,18 +391,18 @@ def test_a_sqlite_write_lock_held_past_the_busy_timeout_is_retryable(
     """BEGIN IMMEDIATE runs on the driver; when another process holds the write lock past
     the busy timeout, its error must still reach the retry loop as SQLAlchemy's."""
     monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 50)
-    path = tmp_path / "locked.db"
-    engine = database.make_engine(f"sqlite:///{path}")
-    holder = sqlite3.connect(path, isolation_level=None)
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'locked.db'}")
     try:
-        holder.execute("PRAGMA journal_mode=WAL")
-        holder.execute("BEGIN IMMEDIATE")
-        with pytest.raises(OperationalError) as raised, unit_of_work(engine, write=True):
+        with engine.connect():  # the file, in WAL mode, before another connection locks it
+            pass
+        with (
+            writes_held(engine),
+            pytest.raises(OperationalError) as raised,
+            unit_of_work(engine, write=True),
+        ):
             pytest.fail("the write lock was granted while another connection held it")
         assert database._is_retryable(raised.value)
-        holder.execute("ROLLBACK")
         with unit_of_work(engine, write=True) as connection:  # free again: granted
             assert connection.exec_driver_sql("SELECT 1").scalar() == 1
     finally:
-        holder.close()
         engine.dispose()
