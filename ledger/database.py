@@ -117,11 +117,22 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 @contextmanager
-def unit_of_work(engine: Engine, *, write: bool) -> Iterator[Connection]:
-    """One database transaction: commits when the block ends, rolls back if it raises."""
+def unit_of_work(engine: Engine, *, write: bool, snapshot: bool = False) -> Iterator[Connection]:
+    """One database transaction: commits when the block ends, rolls back if it raises.
+
+    A read on PostgreSQL runs without a transaction (autocommit): at READ COMMITTED every
+    statement sees its own snapshot anyway, so BEGIN and COMMIT would only add two round
+    trips to every read. A read that needs one view of the whole store across statements
+    (``verify``) asks for a ``snapshot``: REPEATABLE READ, READ ONLY. On SQLite every read
+    transaction is a snapshot (WAL)."""
     writers = _WRITERS.get(engine) if write else None
     with writers or contextlib.nullcontext(), engine.connect() as connection:
         connection.execution_options(heartleaf_write=write)
+        if not write and engine.dialect.name == "postgresql":
+            connection.execution_options(
+                isolation_level="REPEATABLE READ" if snapshot else "AUTOCOMMIT",
+                postgresql_readonly=snapshot,
+            )
         with connection.begin():
             yield connection
 

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, cast
 
 from psycopg import pq
 from sqlalchemy import (
+    BigInteger,
     Connection,
     RowMapping,
     String,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -220,6 +222,65 @@ def account_by_id(connection: Connection, account_id: int) -> RowMapping | None:
     return (
         connection.execute(_ACCOUNT_COLUMNS.where(accounts.c.id == account_id)).mappings().first()
     )
+
+
+def _overdue_hold_sum(column: Any, at: str) -> Any:
+    """The amount still held on the outer query's account by holds created by ``at`` whose
+    deadline is <= ``at``. Expiry is applied by the next write that touches the account
+    (or by the expirer); until then reads subtract these, so no read shows a lapsed hold."""
+    # PostgreSQL sums BIGINT as NUMERIC; amounts stay integers.
+    return (
+        select(func.coalesce(func.sum(column), 0).cast(BigInteger))
+        .where(
+            holds.c.account_id == accounts.c.id,
+            holds.c.expires_at <= bindparam(at),
+            holds.c.created_at <= bindparam(at),
+        )
+        .scalar_subquery()
+    )
+
+
+# Reads answer in one statement (one round trip on PostgreSQL): the account, or its
+# history row as of an instant, with the holds that had lapsed by then.
+_ACCOUNT_WITH_OVERDUE = _ACCOUNT_COLUMNS.add_columns(
+    _overdue_hold_sum(holds.c.debits, "at").label("overdue_debits"),
+    _overdue_hold_sum(holds.c.credits, "at").label("overdue_credits"),
+).where(accounts.c.id == bindparam("account_id"))
+
+_LATEST_ENTRY = (
+    select(entries.c.balance_posted, entries.c.debits_pending, entries.c.credits_pending)
+    .where(entries.c.account_id == bindparam("account_id"), entries.c.at <= bindparam("at"))
+    .order_by(entries.c.at.desc(), entries.c.id.desc())
+    .limit(1)
+    .subquery("latest")
+)
+_BALANCE_AS_OF = (
+    select(
+        _LATEST_ENTRY,
+        _overdue_hold_sum(holds.c.debits, "held_at").label("overdue_debits"),
+        _overdue_hold_sum(holds.c.credits, "held_at").label("overdue_credits"),
+    )
+    .select_from(accounts.outerjoin(_LATEST_ENTRY, true()))
+    .where(accounts.c.id == bindparam("account_id"))
+)
+
+
+def account_with_overdue_holds(
+    connection: Connection, account_id: int, at: dt.datetime
+) -> RowMapping | None:
+    """The account with ``overdue_debits`` and ``overdue_credits``: what holds past their
+    deadline at ``at`` still hold on it (reads subtract them)."""
+    parameters = {"account_id": account_id, "at": at}
+    return connection.execute(_ACCOUNT_WITH_OVERDUE, parameters).mappings().first()
+
+
+def balance_as_of(
+    connection: Connection, account_id: int, at: dt.datetime, held_at: dt.datetime
+) -> RowMapping | None:
+    """The account's newest history row at or before ``at`` (its columns NULL when it has
+    none yet) with the holds lapsed by ``held_at``; None when there is no such account."""
+    parameters = {"account_id": account_id, "at": at, "held_at": held_at}
+    return connection.execute(_BALANCE_AS_OF, parameters).mappings().first()
 
 
 def account_name_taken(
@@ -584,25 +645,6 @@ def all_overdue_hold_transactions(
     return [int(row[0]) for row in connection.execute(statement)]
 
 
-def overdue_hold_totals(
-    connection: Connection, account_id: int, at: dt.datetime
-) -> tuple[int, int]:
-    """Debits and credits still held on the account by holds whose deadline is <= at.
-
-    Expiry is applied by the next write that touches the account (or by the expirer);
-    until then reads subtract these so that no read ever shows an expired hold.
-    """
-    statement = select(
-        func.coalesce(func.sum(holds.c.debits), 0), func.coalesce(func.sum(holds.c.credits), 0)
-    ).where(
-        holds.c.account_id == account_id,
-        holds.c.expires_at <= at,
-        holds.c.created_at <= at,
-    )
-    debits, credits = connection.execute(statement).one()
-    return int(debits), int(credits)
-
-
 def overdue_hold_totals_by_account(
     connection: Connection, account_ids: Sequence[int], at: dt.datetime
 ) -> dict[int, tuple[int, int]]:
@@ -616,18 +658,6 @@ def overdue_hold_totals_by_account(
 
 
 # -- history --------------------------------------------------------------------------------
-
-
-def entry_at_or_before(
-    connection: Connection, account_id: int, at: dt.datetime
-) -> RowMapping | None:
-    statement = (
-        select(entries.c.balance_posted, entries.c.debits_pending, entries.c.credits_pending)
-        .where(entries.c.account_id == account_id, entries.c.at <= at)
-        .order_by(entries.c.at.desc(), entries.c.id.desc())
-        .limit(1)
-    )
-    return connection.execute(statement).mappings().first()
 
 
 def statement_page(

@@ -1080,19 +1080,18 @@ class Ledger:
             now = self.clock()
             if as_of is None:
                 return self._account(connection, account_id, now).balance
-            if repo.account_by_id(connection, account_id) is None:
-                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
             # History as of ``as_of`` itself (a write may be stamped a moment ahead of the
             # clock: asked as of its own instant, it is there), but no hold is taken to
             # have lapsed later than now: that would be a forecast, not history.
-            row = repo.entry_at_or_before(connection, account_id, as_of)
+            row = repo.balance_as_of(connection, account_id, as_of, min(as_of, now))
             if row is None:
+                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+            if row["balance_posted"] is None:
                 return Balance(0, 0, 0)
-            debits, credits = repo.overdue_hold_totals(connection, account_id, min(as_of, now))
             return Balance(
                 row["balance_posted"],
-                row["debits_pending"] - debits,
-                row["credits_pending"] - credits,
+                row["debits_pending"] - row["overdue_debits"],
+                row["credits_pending"] - row["overdue_credits"],
             )
 
         return self._read(work)
@@ -1111,11 +1110,12 @@ class Ledger:
         after = None if cursor is None else _decode_instant_cursor(cursor)
 
         def work(connection: Connection) -> Page[StatementLine]:
-            if repo.account_by_id(connection, account_id) is None:
-                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
             rows = repo.statement_page(
                 connection, account_id, since=since, until=until, after=after, limit=limit + 1
             )
+            # An empty page may be an unknown account's: only then is it worth a look.
+            if not rows and repo.account_by_id(connection, account_id) is None:
+                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
             lines = [_statement_line(row) for row in rows]
             return _page(
                 lines, limit, lambda line: _encode_cursor(to_micros(line.at), line.entry_id)
@@ -1157,10 +1157,10 @@ class Ledger:
         return run_in_transaction(self.engine, work, write=False)
 
     def _account(self, connection: Connection, account_id: int, now: dt.datetime) -> Account:
-        row = repo.account_by_id(connection, account_id)
+        row = repo.account_with_overdue_holds(connection, account_id, now)
         if row is None:
             raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
-        return _account_from_row(row, repo.overdue_hold_totals(connection, account_id, now))
+        return _account_from_row(row, (row["overdue_debits"], row["overdue_credits"]))
 
     def _transactions(
         self, connection: Connection, transaction_ids: Sequence[int]

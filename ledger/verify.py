@@ -41,7 +41,7 @@ class Violation:
 
 def verify(engine: Engine, progress: Callable[[int, int], None] | None = None) -> list[Violation]:
     """Every violated invariant, in one consistent snapshot of the store; [] when sound."""
-    with unit_of_work(engine, write=False) as connection:
+    with unit_of_work(engine, write=False, snapshot=True) as connection:
         violations = _sums_per_currency(repo.currency_sums(connection))
         accounts = repo.all_accounts(connection)
         recomputed = repo.posting_totals_by_account(connection)

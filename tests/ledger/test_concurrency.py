@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import ExceptionContext
@@ -406,3 +407,36 @@ def test_a_sqlite_write_lock_held_past_the_busy_timeout_is_retryable(
             assert connection.exec_driver_sql("SELECT 1").scalar() == 1
     finally:
         engine.dispose()
+
+
+# -- what a read sees while others commit --------------------------------------------------
+
+
+def test_a_snapshot_read_sees_the_store_as_it_was_when_it_began(
+    ledger: Ledger, engine: Engine
+) -> None:
+    """``verify`` checks sums, balances and history against each other: all of them must
+    come from one state of the store, even while payments commit meanwhile."""
+    v = village(ledger)
+    with unit_of_work(engine, write=False, snapshot=True) as connection:
+        before = repo.count_entries(connection)
+        ledger.post_transaction(pay(v.ana, v.bo, 100))
+        assert repo.count_entries(connection) == before
+    with unit_of_work(engine, write=False) as connection:
+        assert repo.count_entries(connection) == before + 2
+
+
+@pytest.mark.postgres_only
+def test_a_plain_read_on_postgresql_opens_no_transaction(engine: Engine) -> None:
+    """At READ COMMITTED a transaction gives a read nothing but BEGIN and COMMIT, two round
+    trips of the few a balance costs; plain reads run without one."""
+    with unit_of_work(engine, write=False) as connection:
+        connection.exec_driver_sql("SELECT 1").scalar()
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with unit_of_work(engine, write=True) as connection:  # writes still do
+        connection.exec_driver_sql("SELECT 1").scalar()
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS

@@ -552,6 +552,26 @@ def test_as_of_balances_around_a_deadline(ledger: Ledger, clock: Clock, swept: b
     )
 
 
+def test_balances_read_back_as_integers_with_lapsed_holds_subtracted(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Money is integers end to end: PostgreSQL sums BIGINT as NUMERIC, which must not
+    reach a balance as a Decimal (it compares equal to the int, and breaks what uses it)."""
+    v = village(ledger)
+    pending = _posted(ledger, hold(v.ana, v.bo, 7_000, timeout_seconds=60))
+    assert pending.expires_at is not None
+    clock.advance(120)
+    balances = [
+        ledger.balance(v.ana),
+        ledger.balance(v.ana, as_of=pending.expires_at),
+        ledger.get_account(v.bo).balance,
+    ]
+    assert balances == [Balance(10_000, 0, 0), Balance(10_000, 0, 0), Balance(0, 0, 0)]
+    for balance in balances:
+        for amount in (balance.posted, balance.debits_pending, balance.credits_pending):
+            assert type(amount) is int
+
+
 # -- reversal ---------------------------------------------------------------------------------
 
 
