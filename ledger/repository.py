@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple, cast
 
 from psycopg import pq
@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     RowMapping,
+    Select,
     String,
     Table,
     and_,
@@ -669,6 +670,22 @@ def statement_page(
     after: tuple[dt.datetime, int] | None,
     limit: int,
 ) -> Sequence[RowMapping]:
+    statement = _statement_page_query(since is not None, until is not None, after is not None)
+    parameters: dict[str, Any] = {
+        "account_id": account_id,
+        "limit": limit,
+        "since": since,
+        "until": until,
+    }
+    if after is not None:
+        parameters["after_at"], parameters["after_id"] = after
+    return connection.execute(statement, parameters).mappings().all()
+
+
+@cache
+def _statement_page_query(since: bool, until: bool, after: bool) -> Select[Any]:
+    """The statement page's query for one combination of filters, built once: a read then
+    costs SQLAlchemy neither building the statement nor computing its cache key."""
     statement = (
         select(
             entries,
@@ -677,20 +694,22 @@ def statement_page(
             transactions.c.effective_date,
         )
         .join(transactions, transactions.c.id == entries.c.transaction_id)
-        .where(entries.c.account_id == account_id)
+        .where(entries.c.account_id == bindparam("account_id"))
         .order_by(entries.c.at, entries.c.id)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    if since is not None:
-        statement = statement.where(entries.c.at >= since)
-    if until is not None:
-        statement = statement.where(entries.c.at < until)
-    if after is not None:
-        after_at, entry_id = after
+    if since:
+        statement = statement.where(entries.c.at >= bindparam("since"))
+    if until:
+        statement = statement.where(entries.c.at < bindparam("until"))
+    if after:
         statement = statement.where(
-            or_(entries.c.at > after_at, and_(entries.c.at == after_at, entries.c.id > entry_id))
+            or_(
+                entries.c.at > bindparam("after_at"),
+                and_(entries.c.at == bindparam("after_at"), entries.c.id > bindparam("after_id")),
+            )
         )
-    return connection.execute(statement).mappings().all()
+    return statement
 
 
 # -- the event feed --------------------------------------------------------------------------
