@@ -610,10 +610,11 @@ def list_transactions(
     if after is not None:
         after_at, transaction_id = after
         statement = statement.where(
+            transactions.c.created_at >= after_at,  # seekable, as in ``statement_page``
             or_(
                 transactions.c.created_at > after_at,
                 and_(transactions.c.created_at == after_at, transactions.c.id > transaction_id),
-            )
+            ),
         )
     return connection.execute(statement).mappings().all()
 
@@ -703,11 +704,15 @@ def _statement_page_query(since: bool, until: bool, after: bool) -> Select[Any]:
     if until:
         statement = statement.where(entries.c.at < bindparam("until"))
     if after:
+        # The first condition alone is what the index can seek to (account_id, at): the
+        # OR on its own would make PostgreSQL read the account's history from its start
+        # up to the cursor, so a later page would cost more the longer the history.
         statement = statement.where(
+            entries.c.at >= bindparam("after_at"),
             or_(
                 entries.c.at > bindparam("after_at"),
                 and_(entries.c.at == bindparam("after_at"), entries.c.id > bindparam("after_id")),
-            )
+            ),
         )
     return statement
 
