@@ -610,11 +610,7 @@ def list_transactions(
     if after is not None:
         after_at, transaction_id = after
         statement = statement.where(
-            transactions.c.created_at >= after_at,  # seekable, as in ``statement_page``
-            or_(
-                transactions.c.created_at > after_at,
-                and_(transactions.c.created_at == after_at, transactions.c.id > transaction_id),
-            ),
+            *_after_cursor(transactions.c.created_at, transactions.c.id, after_at, transaction_id)
         )
     return connection.execute(statement).mappings().all()
 
@@ -704,17 +700,18 @@ def _statement_page_query(since: bool, until: bool, after: bool) -> Select[Any]:
     if until:
         statement = statement.where(entries.c.at < bindparam("until"))
     if after:
-        # The first condition alone is what the index can seek to (account_id, at): the
-        # OR on its own would make PostgreSQL read the account's history from its start
-        # up to the cursor, so a later page would cost more the longer the history.
         statement = statement.where(
-            entries.c.at >= bindparam("after_at"),
-            or_(
-                entries.c.at > bindparam("after_at"),
-                and_(entries.c.at == bindparam("after_at"), entries.c.id > bindparam("after_id")),
-            ),
+            *_after_cursor(entries.c.at, entries.c.id, bindparam("after_at"), bindparam("after_id"))
         )
     return statement
+
+
+def _after_cursor(at_column: Any, id_column: Any, at: Any, row_id: Any) -> tuple[Any, Any]:
+    """The rows after a page's cursor (at, id), in (at, id) order. The first condition
+    alone is what an index on (…, at) can seek to: the OR on its own would make PostgreSQL
+    read from the start of the range up to the cursor, so a later page would cost more the
+    longer the history."""
+    return at_column >= at, or_(at_column > at, and_(at_column == at, id_column > row_id))
 
 
 # -- the event feed --------------------------------------------------------------------------
