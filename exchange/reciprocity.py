@@ -68,9 +68,9 @@ write's own accounts (the ledger, ascending id), the position accounts (ascendin
 the event feed's counter row, which the ledger takes last in every write, after telling its
 observers. So concurrent writes queue and cannot pass a floor jointly, and never deadlock. A write
 that raises a position (or a clearing, which moves none) is never refused, even when a
-tightened line leaves the position below the floor. Within a batch, the floor is judged
-on the batch as a whole, and a refusal refuses the whole batch (the ledger's observers
-cannot refuse a single draft of it).
+tightened line leaves the position below the floor. Within a batch, each payment is judged
+on the positions the ones before it left, and a refusal refuses that payment alone (the
+ledger judges the rest again without it), as the ledger's own rules do.
 
 Obligations and clearing
 ------------------------
@@ -127,7 +127,7 @@ from exchange.tables import (
 from ledger import money
 from ledger import repository as ledger_repository
 from ledger.database import run_in_transaction
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, TransactionRefusedError
 from ledger.model import (
     AccountStatus,
     AccountType,
@@ -384,7 +384,7 @@ class _Flow:
 
 class ReciprocityObserver:
     """Turns the ledger's cross-community movements into flows, inside the writing unit of
-    work; refuses a write that would take a community past its credit line.
+    work; refuses a transaction that would take a community past its credit line.
 
     Per process it remembers only what never changes: currency scales and the ids of
     position accounts already committed. Settings and valuations are read per write."""
@@ -713,14 +713,17 @@ def _refuse_moving_positions(
         accounts.c.name == POSITION_ACCOUNT_NAME,
         accounts.c.type == str(POSITION_ACCOUNT_TYPE),
     )
-    touched = connection.execute(statement, {"ids": ids}).scalars().first()
-    if touched is not None:
-        raise LedgerError(
-            Code.FORBIDDEN,
-            "A reciprocity position account moves only with the flows it books; correct a "
-            "flow by reversing the payment that caused it.",
-            account_id=touched,
-        )
+    positions = set(connection.execute(statement, {"ids": ids}).scalars())
+    for movement in movements:  # the write's first transaction that moves one
+        for account_id in (movement.source_account_id, movement.destination_account_id):
+            if account_id in positions:
+                raise TransactionRefusedError(
+                    movement.transaction_id,
+                    Code.FORBIDDEN,
+                    "A reciprocity position account moves only with the flows it books; "
+                    "correct a flow by reversing the payment that caused it.",
+                    account_id=account_id,
+                )
 
 
 def _check_credit_lines(
@@ -743,22 +746,30 @@ def _check_credit_lines(
     for row in _lock_positions(connection, sorted(positions.values())):
         running[community_of[row.id]] = row.balance_posted
         limits[community_of[row.id]] = row.credit_limit
-    for change in changes.values():
+    for transaction_id, change in changes.items():
         for community, delta in sorted(change.items()):
             limit = limits[community]
             if delta < 0 and limit is not None and running[community] + delta < -limit:
-                _refuse_past_credit_line(connection, community, running[community], limit, -delta)
+                _refuse_past_credit_line(
+                    connection, transaction_id, community, running[community], limit, -delta
+                )
         for community, delta in change.items():
             running[community] += delta
 
 
 def _refuse_past_credit_line(
-    connection: Connection, community_id: int, position: int, credit_limit: int, required: int
+    connection: Connection,
+    transaction_id: int,
+    community_id: int,
+    position: int,
+    credit_limit: int,
+    required: int,
 ) -> NoReturn:
     community = ledger_repository.community_by_id(connection, community_id)
     slug = community["slug"] if community is not None else str(community_id)
     headroom = max(position + credit_limit, 0)
-    raise LedgerError(
+    raise TransactionRefusedError(
+        transaction_id,
         Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED,
         f"{slug} may owe the rest of the network at most {credit_limit} (reference-unit minor "
         f"units); its position is {position}, so {headroom} of headroom is left and this needs "

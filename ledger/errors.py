@@ -264,3 +264,22 @@ class LedgerError(Exception):
         self.field = field
         self.extra = extra or {}
         super().__init__(f"{code}: {self.detail}")
+
+
+class TransactionRefusedError(LedgerError):
+    """An observer's refusal of one transaction of a write (a reciprocity credit line).
+
+    A batch refuses that draft alone and judges the drafts after it again without it, as
+    it does for the ledger's own rules; anywhere else it is the write's ``LedgerError``."""
+
+    def __init__(
+        self,
+        transaction_id: int,
+        code: Code,
+        detail: str | None = None,
+        *,
+        account_id: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(code, detail, account_id=account_id, extra=extra)
+        self.transaction_id = transaction_id

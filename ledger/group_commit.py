@@ -16,12 +16,12 @@ still in the same group is answered as a replay of it, as after a commit. Drafts
 different idempotency scopes go in separate batches of the same group, each in its own
 unit of work.
 
-An observer's refusal (a reciprocity credit line) refuses a whole write rather than one
-draft: such a batch is posted again one draft at a time, so each caller gets the answer
-it would have had alone. Any other error of a batch (the database's, after the retry
-loop) is every one of its callers' error, as it would have been for each alone: whether
-a commit that lost its connection took effect is unknown, and posting again could post
-twice.
+An observer refuses one draft of a batch as the ledger's rules do (a reciprocity credit
+line); one that refuses a whole write instead makes the batch post again one draft at a
+time, so each caller gets the answer it would have had alone. Any other error of a batch
+(the database's, after the retry loop) is every one of its callers' error, as it would
+have been for each alone: whether a commit that lost its connection took effect is
+unknown, and posting again could post twice.
 
 One writer serves the whole process, so one slow write (a lock another process holds,
 the retry loop's backoff) delays every single posting queued behind it; batches and

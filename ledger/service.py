@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from ledger import money
 from ledger import repository as repo
 from ledger.database import run_in_transaction
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, TransactionRefusedError
 from ledger.model import (
     Account,
     AccountStatus,
@@ -98,7 +98,8 @@ class MovementObserver(Protocol):
     def observe(
         self, connection: Connection, ledger: Ledger, movements: Sequence[Movement]
     ) -> None:
-        """Record the movements; raise ``LedgerError`` to refuse the whole write."""
+        """Record the movements; raise ``TransactionRefusedError`` to refuse one
+        transaction of the write (a batch posts the rest), ``LedgerError`` to refuse it all."""
 
 
 class _Unset:
@@ -120,6 +121,15 @@ class _ExpiryNeeded(Exception):  # noqa: N818 - a control-flow signal, not an er
 
     def __init__(self, up_to: dt.datetime) -> None:
         self.up_to = up_to
+
+
+class _DraftRefused(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised out of a batch's unit of work, which rolls back, when an observer refused
+    the transaction of draft ``index``: the batch is judged again with that draft refused."""
+
+    def __init__(self, index: int, error: LedgerError) -> None:
+        self.index = index
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -421,7 +431,8 @@ class Ledger:
     ) -> list[Outcome]:
         """Post a batch: one outcome per draft, in order, all in one unit of work.
 
-        Each draft is judged on the balances the drafts before it left. With ``atomic``
+        Each draft is judged on the balances (and an observer's state: reciprocity
+        positions) the drafts before it left, and refused alone. With ``atomic``
         the batch applies in full or not at all: once one draft is refused, the others
         answer ``batch_item_failed`` and nothing is written.
         """
@@ -442,9 +453,7 @@ class Ledger:
         }
         for _attempt in range(3):
             try:
-                outcomes = self._write(
-                    _pipelined(partial(self._post_batch, look_up=look_up, **arguments))
-                )
+                outcomes = self._write_judged(look_up, arguments)
             except _ExpiryNeeded as needed:
                 self.expire_overdue(up_to=needed.up_to)
                 continue
@@ -462,7 +471,19 @@ class Ledger:
             # Refused without the lookup: it may be the retry of a request stored earlier,
             # which must get its first answer back. Nothing was written; look and retry.
             look_up = True
-        return self._write(_pipelined(partial(self._post_batch, **arguments)))
+        return self._write_judged(True, arguments)
+
+    def _write_judged(self, look_up: bool, arguments: dict[str, Any]) -> list[Outcome]:
+        """Write a batch; when an observer refuses one of its transactions, write it again
+        with that draft refused, so the drafts after it are judged without it. Each round
+        refuses one draft more, so this ends."""
+        while True:
+            try:
+                return self._write(
+                    _pipelined(partial(self._post_batch, look_up=look_up, **arguments))
+                )
+            except _DraftRefused as refused:
+                arguments["shape_errors"][refused.index] = refused.error
 
     def _post_batch(
         self,
@@ -730,7 +751,13 @@ class Ledger:
             if not notify:
                 self._emit_or_defer(connection, accepted[-1][2], events)
         if notify:
-            caused = self._notify(connection, movements)
+            try:
+                caused = self._notify(connection, movements)
+            except TransactionRefusedError as refused:
+                index_of = {t: a[0] for t, a in zip(transaction_ids, accepted, strict=True)}
+                if refused.transaction_id not in index_of:
+                    raise
+                raise _DraftRefused(index_of[refused.transaction_id], refused) from refused
             _emit(connection, accepted[-1][2], events, caused)
         return results
 
@@ -991,15 +1018,18 @@ class Ledger:
                 raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
             # Accounts first, then the transaction row: the lock order every writer keeps.
             # The check above answers the common case early; this one settles a race.
-            (outcome,) = self._post_batch(
-                connection,
-                [draft],
-                [_shape_error(draft)],
-                hashes,
-                scope,
-                False,
-                reversal_of=transaction_id,
-            )
+            try:
+                (outcome,) = self._post_batch(
+                    connection,
+                    [draft],
+                    [_shape_error(draft)],
+                    hashes,
+                    scope,
+                    False,
+                    reversal_of=transaction_id,
+                )
+            except _DraftRefused as refused:  # an observer refused the reversal itself
+                raise refused.error from None
             if outcome.error is not None:
                 raise outcome.error
             assert outcome.transaction is not None

@@ -237,6 +237,37 @@ def test_a_payment_past_the_credit_line_is_a_problem_naming_the_headroom(trade: 
     assert trade.leaves(f.ana_leaves, f.hilltop_leaves, 2, role="treasurer").status_code == 201
 
 
+def test_a_batch_refuses_only_the_payment_past_the_credit_line(trade: Trade) -> None:
+    f = trade.federation
+    trade.send(
+        "PUT", "/v1/reciprocity/credit-lines/riverbend", "federation", {"credit_limit": 5_000}
+    )
+
+    def leaves(amount: int) -> dict[str, Any]:
+        posting = {
+            "source_account_id": f.ana_leaves,
+            "destination_account_id": f.hilltop_leaves,
+            "amount": amount,
+            "currency": "LEAF",
+        }
+        return {"postings": [posting]}
+
+    answer = trade.send(
+        "POST", "/v1/transactions/batch", "treasurer", {"transactions": [leaves(10), leaves(2)]}
+    )
+
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["created"], body["rejected"]) == (1, 1)
+    refused, created = body["results"]
+    assert refused["status"] == "rejected"
+    assert refused["problem"]["code"] == "community_credit_limit_exceeded"
+    assert refused["problem"]["extra"]["headroom"] == 200
+    assert created["status"] == "created"
+    line = trade.get("/v1/reciprocity/credit-lines/riverbend", "federation").json()
+    assert line["headroom"] == 200 - 2 * 80
+
+
 def test_clearing_over_http_is_idempotent(trade: Trade) -> None:
     proposal = trade.send("POST", "/v1/clearing/proposals", "federation").json()
     assert proposal["status"] == "proposed"

@@ -342,6 +342,7 @@ EXPECTED_REFUSALS = {
     Code.PENDING_ALREADY_VOIDED,
     Code.PENDING_EXPIRED,
     Code.NOT_PENDING,
+    Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED,
 }
 MACHINE_SETTINGS = settings(
     max_examples=5,
@@ -385,7 +386,9 @@ def _machine(net: Net) -> type[RuleBasedStateMachine]:
 
         @rule(first=payments, second=payments)
         def pay_a_batch(self, first: Any, second: Any) -> None:
-            net.ledger.post_transactions([self._draft(first), self._draft(second)])
+            outcomes = net.ledger.post_transactions([self._draft(first), self._draft(second)])
+            for outcome in outcomes:
+                assert outcome.error is None or outcome.error.code in EXPECTED_REFUSALS
 
         @rule(target=posted, amounts=st.tuples(st.integers(1, 300), st.integers(1, 300)))
         def pay_two_communities_at_once(self, amounts: tuple[int, int]) -> Any:
@@ -452,6 +455,13 @@ def _machine(net: Net) -> type[RuleBasedStateMachine]:
             rate = data.draw(st.sampled_from(VALUATIONS[currency]))
             net.clock.advance(1)
             net.exchange.set_valuation(currency, Fraction(rate), by=FEDERATION, reason="review")
+
+        @rule(
+            community=st.sampled_from(["riverbend", "hilltop", "saltmarsh"]),
+            limit=st.sampled_from([None, 0, 2_000, 50_000]),
+        )
+        def set_credit_line(self, community: str, limit: int | None) -> None:
+            net.reciprocity.set_credit_line(community, limit, by=FEDERATION)
 
         @rule(days=st.integers(1, 3))
         def next_day(self, days: int) -> None:
@@ -603,6 +613,16 @@ def test_position_accounts_move_only_with_their_flows(net: Net) -> None:
         net.ledger.reverse(flow.id)
 
     assert (by_hand.value.code, reversed_flow.value.code) == (Code.FORBIDDEN, Code.FORBIDDEN)
+    by_hand_in_a_batch, fine = net.ledger.post_transactions(
+        [
+            pay(positions["hilltop"], positions["riverbend"], 1, "FRU"),
+            pay(net.id("ana:LEAF"), net.id("cai:LEAF"), 1, "LEAF"),
+        ]
+    )
+    assert by_hand_in_a_batch.error is not None
+    assert by_hand_in_a_batch.error.code == Code.FORBIDDEN
+    assert fine.error is None
+    net.ledger.reverse(fine.transaction.id)
     net.ledger.reverse(payment.id)
     assert _positions(net) == {"hilltop": 0, "riverbend": 0, "saltmarsh": 0}
 
@@ -713,8 +733,8 @@ def test_in_a_group_commit_a_credit_line_refuses_only_the_payment_past_it(
     net: Net, engine: Engine
 ) -> None:
     """Each payment is judged on the positions the ones before it left, even when a later
-    one would bring the total back under the line; the observer refuses whole writes, so
-    the group is posted again draft by draft and the others still go through."""
+    one would bring the total back under the line; the others in its group still go
+    through."""
     net.reciprocity.set_credit_line("riverbend", 5_000, by=FEDERATION)
     group = GroupCommit(net.ledger)
     try:
@@ -736,18 +756,48 @@ def test_in_a_group_commit_a_credit_line_refuses_only_the_payment_past_it(
     assert _positions(net)["riverbend"] == -3_200 + 1_600
 
 
-def test_a_batch_is_judged_payment_by_payment_against_a_credit_line(net: Net) -> None:
+def test_a_batch_refuses_only_the_payment_past_a_credit_line(net: Net) -> None:
+    """Each payment is judged on the positions the ones before it left, as if posted
+    alone in order; the one past the line is refused and the rest post."""
+    net.reciprocity.set_credit_line("riverbend", 5_000, by=FEDERATION)
+    ana, cai, bo = net.id("ana:LEAF"), net.id("cai:LEAF"), net.id("bo:HRB")
+    batch = [
+        pay(ana, cai, 40, "LEAF"),  # -3,200
+        pay(ana, cai, 40, "LEAF"),  # would be -6,400: past the line
+        pay(cai, ana, 20, "LEAF"),  # -1,600
+        pay(net.id("ana:HRB"), bo, 1),  # within riverbend: no flow
+        pay(ana, cai, 40, "LEAF"),  # -4,800: fits once the second is refused
+    ]
+    ana_before = net.ledger.balance(ana)
+
+    outcomes = net.ledger.post_transactions(batch)
+
+    refused = outcomes[1].error
+    assert isinstance(refused, LedgerError)
+    assert refused.code == Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED
+    assert (refused.extra["position"], refused.extra["headroom"]) == (-3_200, 1_800)
+    assert [o.error is None for o in outcomes] == [True, False, True, True, True]
+    assert _positions(net)["riverbend"] == -4_800
+    assert net.ledger.balance(ana).posted == ana_before.posted - 40 + 20 - 40
+    assert net.reciprocity.verify() == []
+
+
+def test_an_atomic_batch_past_a_credit_line_writes_nothing(net: Net) -> None:
     net.reciprocity.set_credit_line("riverbend", 5_000, by=FEDERATION)
     ana, cai = net.id("ana:LEAF"), net.id("cai:LEAF")
     batch = [pay(ana, cai, 40, "LEAF"), pay(ana, cai, 40, "LEAF"), pay(cai, ana, 20, "LEAF")]
+    transactions_before = len(net.ledger.list_transactions(limit=1000).items)
 
-    with pytest.raises(LedgerError) as refused:
-        net.ledger.post_transactions(batch)  # -3,200, then -6,400: past the line
+    outcomes = net.ledger.post_transactions(batch, atomic=True)
 
-    assert refused.value.code == Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED
-    assert refused.value.extra["position"] == -3_200
+    assert [o.error.code if o.error else None for o in outcomes] == [
+        Code.BATCH_ITEM_FAILED,
+        Code.COMMUNITY_CREDIT_LIMIT_EXCEEDED,
+        Code.BATCH_ITEM_FAILED,
+    ]
     assert _positions(net).get("riverbend", 0) == 0
-    net.ledger.post_transactions([batch[0], batch[2], batch[1]])  # never past it: all post
+    assert len(net.ledger.list_transactions(limit=1000).items) == transactions_before
+    net.ledger.post_transactions([batch[0], batch[2], batch[1]], atomic=True)  # never past it
     assert _positions(net)["riverbend"] == -4_800
 
 

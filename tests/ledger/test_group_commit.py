@@ -3,14 +3,14 @@ work, and each still gets exactly the answer it would have had alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ledger.errors import Code, LedgerError
 from ledger.group_commit import GroupCommit
-from ledger.service import Ledger
+from ledger.service import Ledger, Movement
 from tests.ledger.builders import pay, village
 from tests.ledger.grouping import answered, hand_over, writes_held
 
@@ -54,6 +54,40 @@ def test_callers_arriving_together_share_a_commit_and_keep_their_own_answers(
     assert elsewhere.outcome.transaction.id != first.outcome.transaction.id
     assert ledger.balance(v.bo).posted == 1 + 100 + 5
     assert ledger.balance(v.ana).posted == 10_000 - 106
+
+
+class _RefusesThirteen:
+    """An observer that refuses any whole write moving 13 between communities."""
+
+    def observe(
+        self, connection: Connection, ledger: Ledger, movements: Sequence[Movement]
+    ) -> None:
+        if any(m.amount == 13 for m in movements):
+            raise LedgerError(Code.FORBIDDEN, "Thirteen never crosses.")
+
+
+def test_a_refusal_of_the_whole_write_reaches_only_the_caller_it_concerns(
+    ledger: Ledger, engine: Engine
+) -> None:
+    """An observer that refuses a group's whole write rather than one transaction of it:
+    the group is posted again one draft at a time, so each caller gets its own answer."""
+    v = village(ledger)
+    group = GroupCommit(Ledger(engine, clock=ledger.clock, observers=[_RefusesThirteen()]))
+    try:
+        with writes_held(engine):
+            alone = hand_over(group, pay(v.ana, v.bo, 1), first=True)
+            before = hand_over(group, pay(v.ana, v.hilltop_member, 12))
+            thirteen = hand_over(group, pay(v.ana, v.hilltop_member, 13))
+            after = hand_over(group, pay(v.ana, v.hilltop_member, 14))
+        answered(alone, before, thirteen, after)
+    finally:
+        group.close()
+
+    assert before.outcome is not None
+    assert after.outcome is not None
+    assert isinstance(thirteen.error, LedgerError)
+    assert thirteen.error.code == Code.FORBIDDEN
+    assert ledger.balance(v.hilltop_member).posted == 12 + 14
 
 
 def test_a_caller_alone_is_answered_as_by_the_ledger(ledger: Ledger, group: GroupCommit) -> None:
