@@ -133,15 +133,23 @@ async def _state(request: Request) -> State:  # async: no worker thread for a lo
 StateDep = Annotated[State, Depends(_state)]
 
 
-def _principal(
+async def _principal(
     state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
+    """Async: the key's read runs on the event loop (``key_store.authenticate`` says why it
+    may). A worker-thread hop for it cost more than the read: with it, a server took 30%
+    fewer single postings over HTTP. Only the once-a-minute write goes to a thread."""
     if credentials is None:
         raise LedgerError(Code.UNAUTHENTICATED)
-    principal = key_store.authenticate(state.engine, credentials.credentials, state.clock())
-    if principal is None:
+    now = state.clock()
+    found = key_store.authenticate(state.engine, credentials.credentials, now)
+    if found is None:
         raise LedgerError(Code.UNAUTHENTICATED, "The API key is unknown or revoked.")
-    return principal
+    if found.use_unrecorded:
+        await anyio.to_thread.run_sync(
+            key_store.record_use, state.engine, found.principal.key_id, now
+        )
+    return found.principal
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]

@@ -18,9 +18,9 @@ from sqlalchemy import Connection, Engine, Row, Table, insert, select, update
 
 from api.tables import ApiKeyRow
 from ledger import repository as ledger_repository
-from ledger.database import run_in_transaction
+from ledger.database import run_in_transaction, unit_of_work
 from ledger.errors import Code, LedgerError
-from ledger.tables import CommunityRow
+from ledger.tables import CommunityRow, from_micros
 
 api_keys = cast(Table, ApiKeyRow.__table__)
 communities = cast(Table, CommunityRow.__table__)
@@ -152,26 +152,51 @@ def revoke_key(engine: Engine, key_id: int, now: dt.datetime) -> KeyRecord:
     return run_in_transaction(engine, work, write=True)
 
 
-def authenticate(engine: Engine, token: str, now: dt.datetime) -> Principal | None:
-    """The principal a bearer token stands for, or None for anything not a live key."""
+# Every request reads its key: on the driver's cursor (``ledger.repository.raw``), where
+# SQLAlchemy's statement building would cost more than the indexed read itself.
+_LIVE_KEY = (
+    "SELECT api_keys.id, api_keys.role, api_keys.community_id, communities.slug,"
+    " api_keys.secret_hash, api_keys.revoked_at, api_keys.last_used_at"
+    " FROM api_keys LEFT OUTER JOIN communities ON communities.id = api_keys.community_id"
+    " WHERE api_keys.prefix = :prefix"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    principal: Principal
+    use_unrecorded: bool  # last_used_at is older than LAST_USED_PRECISION: ``record_use``
+
+
+def authenticate(engine: Engine, token: str, now: dt.datetime) -> Authenticated | None:
+    """The principal a bearer token stands for, or None for anything not a live key.
+
+    One indexed read, which waits for no writer on either database (SQLite's WAL,
+    PostgreSQL's MVCC; a read runs without a transaction there), so the API runs it on its
+    event loop. Recording the use is a write, which may wait for one: ``record_use``."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "hl":
         return None
     _, prefix, secret = parts
-    with engine.connect() as connection:
-        row = connection.execute(_KEY_WITH_COMMUNITY.where(api_keys.c.prefix == prefix)).first()
-    if (
-        row is None
-        or row.revoked_at is not None
-        or not hmac.compare_digest(row.secret_hash, _hash(secret))
-    ):
+    with unit_of_work(engine, write=False) as connection:
+        rows = ledger_repository.raw(connection).fetch(_LIVE_KEY, {"prefix": prefix})
+    if not rows:
         return None
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION:
-        run_in_transaction(
-            engine,
-            lambda connection: connection.execute(
-                update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now)
-            ),
-            write=True,
-        )
-    return Principal(row.id, Role(row.role), row.community_id, row.slug)
+    key_id, role, community_id, slug, secret_hash, revoked_at, last_used_at = rows[0]
+    if revoked_at is not None or not hmac.compare_digest(secret_hash, _hash(secret)):
+        return None
+    return Authenticated(
+        Principal(key_id, Role(role), community_id, slug),
+        use_unrecorded=last_used_at is None
+        or now - from_micros(last_used_at) >= LAST_USED_PRECISION,
+    )
+
+
+def record_use(engine: Engine, key_id: int, now: dt.datetime) -> None:
+    run_in_transaction(
+        engine,
+        lambda connection: connection.execute(
+            update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now)
+        ),
+        write=True,
+    )

@@ -716,3 +716,29 @@ def test_a_revoked_key_is_refused_at_once(client: TestClient, world: World) -> N
     refused = client.get("/v1/accounts", headers=key)
     assert _status_code(refused) == (401, "unauthenticated")
     assert refused.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_keys_use_is_recorded_to_the_minute(
+    client: TestClient, world: World, clock: Clock
+) -> None:
+    admin = world.headers["federation"]
+    created = client.post("/v1/keys", json={"role": "auditor", "label": "dashboard"}, headers=admin)
+    key_id, key = created.json()["id"], bearer(created.json()["secret"])
+
+    def last_used() -> str | None:
+        listed = client.get("/v1/keys", headers=admin).json()
+        used: str | None = next(k["last_used_at"] for k in listed if k["id"] == key_id)
+        return used
+
+    assert last_used() is None
+    assert client.get("/v1/accounts", headers=key).status_code == 200
+    first = last_used()
+    assert first is not None
+    clock.advance(30)
+    assert client.get("/v1/accounts", headers=key).status_code == 200
+    assert last_used() == first  # within the minute: no write per request
+    clock.advance(31)
+    assert client.get("/v1/accounts", headers=key).status_code == 200
+    later = last_used()
+    assert later is not None
+    assert later > first
