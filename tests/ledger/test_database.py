@@ -87,7 +87,7 @@ def test_a_batchs_client_id_lookup_never_tests_every_row_against_every_id(
                 sql.Literal(wanted), sql.Literal("")
             )
         )
-        (((explained,),),) = (cursor.fetchall(),)
+        ((explained,),) = cursor.fetchall()
         cursor.execute("DEALLOCATE lookup")
         cursor.execute("RESET plan_cache_mode")
     plan = explained[0]["Plan"]
