@@ -138,11 +138,18 @@ async def _principal(
 ) -> Principal:
     """Async: the key's read runs on the event loop (``key_store.authenticate`` says why it
     may). A worker-thread hop for it cost more than the read: with it, a server took 30%
-    fewer single postings over HTTP. Only the once-a-minute write goes to a thread."""
+    fewer single postings over HTTP. It goes to a thread when no pooled connection is
+    free, since waiting for one (or opening one) would stall every request; and so does
+    the once-a-minute write."""
     if credentials is None:
         raise LedgerError(Code.UNAUTHENTICATED)
     now = state.clock()
-    found = key_store.authenticate(state.engine, credentials.credentials, now)
+    if _pooled_connection_free(state.engine):
+        found = key_store.authenticate(state.engine, credentials.credentials, now)
+    else:
+        found = await anyio.to_thread.run_sync(
+            key_store.authenticate, state.engine, credentials.credentials, now
+        )
     if found is None:
         raise LedgerError(Code.UNAUTHENTICATED, "The API key is unknown or revoked.")
     if found.use_unrecorded:
@@ -153,6 +160,11 @@ async def _principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+def _pooled_connection_free(engine: Engine) -> bool:
+    checked_in = getattr(engine.pool, "checkedin", None)  # QueuePool's: file SQLite, PostgreSQL
+    return checked_in is not None and checked_in() > 0
 
 
 def _query_names(dependant: Dependant) -> set[str]:

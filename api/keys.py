@@ -154,7 +154,7 @@ def revoke_key(engine: Engine, key_id: int, now: dt.datetime) -> KeyRecord:
 
 # Every request reads its key: on the driver's cursor (``ledger.repository.raw``), where
 # SQLAlchemy's statement building would cost more than the indexed read itself.
-_LIVE_KEY = (
+_KEY_BY_PREFIX = (
     "SELECT api_keys.id, api_keys.role, api_keys.community_id, communities.slug,"
     " api_keys.secret_hash, api_keys.revoked_at, api_keys.last_used_at"
     " FROM api_keys LEFT OUTER JOIN communities ON communities.id = api_keys.community_id"
@@ -165,7 +165,7 @@ _LIVE_KEY = (
 @dataclass(frozen=True, slots=True)
 class Authenticated:
     principal: Principal
-    use_unrecorded: bool  # last_used_at is older than LAST_USED_PRECISION: ``record_use``
+    use_unrecorded: bool  # no use recorded within LAST_USED_PRECISION of now: ``record_use``
 
 
 def authenticate(engine: Engine, token: str, now: dt.datetime) -> Authenticated | None:
@@ -173,13 +173,14 @@ def authenticate(engine: Engine, token: str, now: dt.datetime) -> Authenticated 
 
     One indexed read, which waits for no writer on either database (SQLite's WAL,
     PostgreSQL's MVCC; a read runs without a transaction there), so the API runs it on its
-    event loop. Recording the use is a write, which may wait for one: ``record_use``."""
+    event loop when a pooled connection is free. Recording the use is a write, which may
+    wait for one: ``record_use``."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "hl":
         return None
     _, prefix, secret = parts
     with unit_of_work(engine, write=False) as connection:
-        rows = ledger_repository.raw(connection).fetch(_LIVE_KEY, {"prefix": prefix})
+        rows = ledger_repository.raw(connection).fetch(_KEY_BY_PREFIX, {"prefix": prefix})
     if not rows:
         return None
     key_id, role, community_id, slug, secret_hash, revoked_at, last_used_at = rows[0]

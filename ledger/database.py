@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 
 T = TypeVar("T")
 
@@ -94,8 +94,9 @@ def _ping_after_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
             dbapi_connection.rollback()  # the ping opened a transaction: leave none open
         except engine.dialect.loaded_dbapi.Error as error:
-            # The pool discards this connection and checks out a fresh one.
-            raise DisconnectionError(str(error)) from error
+            # The server likely restarted: the pool discards every connection older than
+            # now (as pool_pre_ping would), then checks out a fresh one.
+            raise InvalidatePoolError(str(error)) from error
 
 
 def _sqlite_engine(url: str, **engine_options: Any) -> Engine:

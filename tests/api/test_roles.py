@@ -727,7 +727,9 @@ def test_a_keys_use_is_recorded_to_the_minute(
 
     def last_used() -> str | None:
         listed = client.get("/v1/keys", headers=admin).json()
-        used: str | None = next(k["last_used_at"] for k in listed if k["id"] == key_id)
+        used: str | None = next(
+            listed_key["last_used_at"] for listed_key in listed if listed_key["id"] == key_id
+        )
         return used
 
     assert last_used() is None

@@ -57,8 +57,10 @@ def test_a_connection_in_steady_use_is_not_pinged(
 
 
 def _rows_removed_by_filters(plan: dict[str, Any]) -> int:
-    return int(plan.get("Rows Removed by Filter", 0)) + sum(
-        _rows_removed_by_filters(child) for child in plan.get("Plans", [])
+    return (
+        int(plan.get("Rows Removed by Filter", 0))
+        + int(plan.get("Rows Removed by Join Filter", 0))
+        + sum(_rows_removed_by_filters(child) for child in plan.get("Plans", []))
     )
 
 
