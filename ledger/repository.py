@@ -401,8 +401,8 @@ _TRANSACTIONS_BY_CLIENT_ID = select(transactions).where(
 )
 # PostgreSQL gets the ids as one array, joined as rows, so whatever the plan no stored
 # transaction is tested against the whole list (the join probes the index per id, or
-# hashes the ids). An IN list of 8,190 parameters, once psycopg prepares it, can get a generic plan
-# that compares every stored transaction with every id (minutes at a million
+# hashes the ids). An IN list of 8,190 parameters, once psycopg prepares it, can get a
+# generic plan that compares every stored transaction with every id (minutes at a million
 # transactions); so can ``client_id = ANY(:ids)`` when stale statistics make the planner
 # probe the index by scope alone and test each row against the unhashed array (seen: 0.6 s
 # per batch at 5,000 transactions on a connection that had posted single transfers).

@@ -103,6 +103,8 @@ def _walk_history(
                 at,
             ) = row
             if account_id != account:  # an account's first row follows from nothing
+                if account is not None:
+                    newest[account] = (posted, debits, credits, before_at)
                 account, transaction, posted, debits, credits = account_id, None, 0, 0, 0
             if (posted + amount, debits + debits_change, credits + credits_change) != (
                 row_posted,
@@ -128,10 +130,11 @@ def _walk_history(
                 )
             posted, debits, credits = row_posted, row_debits, row_credits
             transaction, before_at = transaction_id, at
-            newest[account_id] = (row_posted, row_debits, row_credits, at)
         checked += len(chunk)
         if progress is not None:
             progress(checked, total)
+    if account is not None:
+        newest[account] = (posted, debits, credits, before_at)
     return violations
 
 
