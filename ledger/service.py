@@ -1729,20 +1729,20 @@ def _transaction_from_draft(
     )
 
 
-def _statement_line(row: RowMapping) -> StatementLine:
+def _statement_line(row: repo.StatementRow) -> StatementLine:
     return StatementLine(
-        entry_id=row["id"],
-        transaction_id=row["transaction_id"],
-        kind=EntryKind(row["kind"]),
-        at=row["at"],
-        effective_date=row["effective_date"],
-        amount=row["amount"],
-        debits_pending_change=row["debits_pending_change"],
-        credits_pending_change=row["credits_pending_change"],
-        balance=Balance(row["balance_posted"], row["debits_pending"], row["credits_pending"]),
-        counterparty_account_id=row["counterparty_account_id"],
-        memo=row["memo"],
-        category=row["category"],
+        entry_id=row.id,
+        transaction_id=row.transaction_id,
+        kind=EntryKind(row.kind),
+        at=from_micros(row.at),
+        effective_date=row.effective_date,
+        amount=row.amount,
+        debits_pending_change=row.debits_pending_change,
+        credits_pending_change=row.credits_pending_change,
+        balance=Balance(row.balance_posted, row.debits_pending, row.credits_pending),
+        counterparty_account_id=row.counterparty_account_id,
+        memo=row.memo,
+        category=row.category,
     )
 
 
