@@ -1,7 +1,8 @@
 """Every query of ``ledger/`` lives here. Services hold the logic; this module holds SQL.
 
 Statements are SQLAlchemy Core, built once at import so their compiled form is cached,
-except the posting path's, which run on the driver's cursor (see ``Raw``).
+except the posting path's and the statement page's, which run on the driver's cursor
+(see ``Raw``).
 """
 
 from __future__ import annotations
@@ -63,14 +64,16 @@ EVENT_COUNTER = "events"
 
 
 class Raw:
-    """The posting path's statements, run on the driver's cursor inside SQLAlchemy's
-    transaction (``exchange/reciprocity.py``'s observer runs its own the same way). They
+    """The posting path's statements and the statement page's read, run on the driver's
+    cursor inside SQLAlchemy's transaction (``exchange/reciprocity.py``'s observer runs its
+    own the same way). They
     are written once in portable SQL with ``:name`` parameters; on PostgreSQL the names
     become psycopg's ``%(name)s``. Values arrive already in storage form (instants as
     microseconds, JSON as text), which is what ``Instant`` and ``JSON`` would have
     produced: the rows are the same either way, a test reads them back through
     SQLAlchemy. Why: SQLAlchemy's per-statement work is most of the cost of a single
-    posting, and the posting path runs seven statements per transaction.
+    posting, and the posting path runs seven statements per transaction. A connection lost
+    under one is discarded when it returns to the pool, not at once as SQLAlchemy would.
     """
 
     def __init__(self, connection: Connection) -> None:
@@ -689,6 +692,10 @@ class StatementRow(NamedTuple):
     effective_date: dt.date | None
 
 
+# The columns a statement line takes from its transaction: StatementRow's last fields.
+_STATEMENT_TRANSACTION_COLUMNS = ("memo", "category", "effective_date")
+
+
 def statement_page(
     connection: Connection,
     account_id: int,
@@ -710,23 +717,27 @@ def statement_page(
     if after is not None:
         parameters["after_at"], parameters["after_id"] = to_micros(after[0]), after[1]
     rows = raw(connection).fetch(sql, parameters)
+    lines = [StatementRow._make(row) for row in rows]
     if connection.dialect.name == "sqlite":  # where a Date is kept as its ISO text
-        rows = [
-            row if row[-1] is None else (*row[:-1], dt.date.fromisoformat(row[-1])) for row in rows
+        lines = [
+            line
+            if line.effective_date is None
+            else line._replace(effective_date=dt.date.fromisoformat(str(line.effective_date)))
+            for line in lines
         ]
-    return [StatementRow._make(row) for row in rows]
+    return lines
 
 
 @cache
 def _statement_page_sql(since: bool, until: bool, after: bool) -> str:
-    """The statement page's SQL for one combination of filters, compiled once."""
-    stored = StatementRow._fields[: -len(("memo", "category", "effective_date"))]
+    """The statement page's SQL for one combination of filters, compiled once and for no
+    database in particular: the query is portable SQL with ``:name`` parameters (no
+    reserved words, no dialect's operators), as ``Raw`` expects."""
+    from_entries = StatementRow._fields[: -len(_STATEMENT_TRANSACTION_COLUMNS)]
     statement = (
         select(
-            *(entries.c[name] for name in stored),
-            transactions.c.memo,
-            transactions.c.category,
-            transactions.c.effective_date,
+            *(entries.c[name] for name in from_entries),
+            *(transactions.c[name] for name in _STATEMENT_TRANSACTION_COLUMNS),
         )
         .join(transactions, transactions.c.id == entries.c.transaction_id)
         .where(entries.c.account_id == bindparam("account_id"))
