@@ -66,11 +66,10 @@ EVENT_COUNTER = "events"
 class Raw:
     """The posting path's statements and the statement page's read, run on the driver's
     cursor inside SQLAlchemy's transaction (``exchange/reciprocity.py``'s observer runs its
-    own the same way). They
-    are written once in portable SQL with ``:name`` parameters; on PostgreSQL the names
-    become psycopg's ``%(name)s``. Values arrive already in storage form (instants as
-    microseconds, JSON as text), which is what ``Instant`` and ``JSON`` would have
-    produced: the rows are the same either way, a test reads them back through
+    own the same way). They are written once in portable SQL with ``:name`` parameters; on
+    PostgreSQL the names become psycopg's ``%(name)s``. Values arrive already in storage
+    form (instants as microseconds, JSON as text), which is what ``Instant`` and ``JSON``
+    would have produced: the rows are the same either way, a test reads them back through
     SQLAlchemy. Why: SQLAlchemy's per-statement work is most of the cost of a single
     posting, and the posting path runs seven statements per transaction. A connection lost
     under one is discarded when it returns to the pool, not at once as SQLAlchemy would.
