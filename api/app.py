@@ -683,24 +683,31 @@ def get_statement(
 
 
 @v1.post("/transactions", status_code=201, response_model=TransactionPublic, tags=["transactions"])
-def create_transaction(
+async def create_transaction(
     body: TransactionCreate,
     state: StateDep,
     principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Post a transaction (or place a hold with `pending`). All postings apply or none."""
+    # Async: the request awaits the group commit's future on the event loop. As a sync
+    # route in a worker thread, each posting paid two thread hand-offs more, and a
+    # one-worker SQLite server took ~15% fewer postings from 8 clients, ~20% fewer from 32.
     _require(principal, Role.FEDERATION, Role.TREASURER)
     draft = _draft(body, _client_id(body.client_id, idempotency_key))
-    refusal = _sources_allowed(state, principal, (p.source_account_id for p in draft.postings))
-    if refusal is not None:
-        state.metrics.transaction_rejected(refusal.code)
-        raise refusal
-    try:
-        outcome = state.group_commit.post_transaction(draft, scope=principal.idempotency_scope)
-    except LedgerError as error:
-        state.metrics.transaction_rejected(error.code)
-        raise
+    if principal.role != Role.FEDERATION:  # federation keys spend anywhere: no read to make
+        refusal = await anyio.to_thread.run_sync(
+            _sources_allowed, state, principal, [p.source_account_id for p in draft.postings]
+        )
+        if refusal is not None:
+            state.metrics.transaction_rejected(refusal.code)
+            raise refusal
+    outcome = await asyncio.wrap_future(
+        state.group_commit.submit(draft, scope=principal.idempotency_scope)
+    )
+    if outcome.error is not None:
+        state.metrics.transaction_rejected(outcome.error.code)
+        raise outcome.error
     assert outcome.transaction is not None
     if not outcome.replayed:
         state.metrics.transactions_posted(1)

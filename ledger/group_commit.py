@@ -6,7 +6,8 @@ clients each posting one transfer at a time wait for eight flushes in a row. Dat
 answer this with group commit, and so does ``GroupCommit``: callers hand their draft to
 one writer thread, which takes every draft waiting at that moment (up to ``GROUP_MAX``),
 posts them with ``Ledger.post_transactions`` as one non-atomic batch, and hands each
-caller its own outcome. A caller alone pays one thread hand-off; callers that arrive
+caller its own outcome (``post_transaction`` waits for it; ``submit`` returns the future,
+which an event loop awaits). A caller alone pays one thread hand-off; callers that arrive
 while a group is being written share the next group's commit.
 
 Nothing a caller sees changes. Each draft is judged on the balances (and the reciprocity
@@ -63,20 +64,32 @@ class GroupCommit:
 
     def post_transaction(self, draft: TransactionDraft, *, scope: str = "") -> Outcome:
         """``Ledger.post_transaction``, sharing its commit with concurrent callers."""
-        waiting = _Waiting(draft, scope)
-        with self._lock:
-            if self._closed:  # shutting down: post alone rather than queue behind the end
-                return self.ledger.post_transaction(draft, scope=scope)
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_groups, name="heartleaf-group-commit", daemon=True
-                )
-                self._writer.start()
-            self._waiting.put(waiting)
-        outcome = waiting.answer.result()
+        outcome = self.submit(draft, scope=scope).result()
         if outcome.error is not None:
             raise outcome.error
         return outcome
+
+    def submit(self, draft: TransactionDraft, *, scope: str = "") -> Future[Outcome]:
+        """Hand the draft to the writer and return at once; the future holds its outcome (a
+        refusal is the outcome's error) or the error its batch raised. An event loop awaits
+        it (``asyncio.wrap_future``) without a worker thread. Once closed, the draft is
+        posted alone on the caller's thread and the future returned is already done."""
+        waiting = _Waiting(draft, scope)
+        with self._lock:
+            if not self._closed:
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write_groups, name="heartleaf-group-commit", daemon=True
+                    )
+                    self._writer.start()
+                self._waiting.put(waiting)
+                return waiting.answer
+        # Shutting down: post alone rather than queue behind the end.
+        try:
+            waiting.answer.set_result(self.ledger.post_transactions([draft], scope=scope)[0])
+        except Exception as error:  # noqa: BLE001 - the caller raises it
+            waiting.answer.set_exception(error)
+        return waiting.answer
 
     @property
     def waiting(self) -> int:

@@ -3,16 +3,19 @@ work, and each still gets exactly the answer it would have had alone."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 
 import pytest
 from sqlalchemy import Connection, Engine
 
 from ledger.errors import Code, LedgerError
 from ledger.group_commit import GroupCommit
+from ledger.model import Outcome
 from ledger.service import Ledger, Movement
 from tests.ledger.builders import pay, village
-from tests.ledger.grouping import answered, hand_over, writes_held
+from tests.ledger.grouping import PATIENCE_SECONDS, answered, hand_over, writes_held
 
 
 @pytest.fixture
@@ -127,3 +130,48 @@ def test_after_closing_a_caller_posts_alone(ledger: Ledger, group: GroupCommit) 
     assert posted.transaction is not None
     assert ledger.balance(v.bo).posted == 10
     assert group.batches_taken == 1
+
+
+def test_submit_returns_while_the_writer_waits_and_answers_through_the_future(
+    ledger: Ledger, engine: Engine, group: GroupCommit
+) -> None:
+    """What an event loop relies on: handing a draft over never waits for the database, and
+    a refusal arrives as the outcome's error instead of being raised."""
+    v = village(ledger)
+    with writes_held(engine):
+        taken = hand_over(group, pay(v.ana, v.bo, 1), first=True)
+        futures: list[Future[Outcome]] = []
+        submitter = threading.Thread(
+            target=lambda: futures.extend(
+                group.submit(draft)
+                for draft in (pay(v.ana, v.bo, 20, client_id="dues"), pay(v.frozen, v.bo, 1))
+            )
+        )
+        submitter.start()
+        submitter.join(PATIENCE_SECONDS)
+        assert not submitter.is_alive(), "submit waited for the database"
+        paid, refused = futures
+        assert not paid.done()
+        assert not refused.done()
+    answered(taken)
+
+    outcome = paid.result(timeout=PATIENCE_SECONDS)
+    assert outcome.transaction is not None
+    assert outcome.transaction.client_id == "dues"
+    refusal = refused.result(timeout=PATIENCE_SECONDS).error
+    assert refusal is not None
+    assert refusal.code == Code.ACCOUNT_FROZEN
+    assert ledger.balance(v.bo).posted == 21
+
+
+def test_after_closing_submit_posts_alone_and_returns_a_future_already_done(
+    ledger: Ledger, group: GroupCommit
+) -> None:
+    v = village(ledger)
+    group.close()
+
+    posted = group.submit(pay(v.ana, v.bo, 3))
+
+    assert posted.done()
+    assert posted.result().transaction is not None
+    assert ledger.balance(v.bo).posted == 3
