@@ -72,8 +72,10 @@ class GroupCommit:
     def submit(self, draft: TransactionDraft, *, scope: str = "") -> Future[Outcome]:
         """Hand the draft to the writer and return at once; the future holds its outcome (a
         refusal is the outcome's error) or the error its batch raised. An event loop awaits
-        it (``asyncio.wrap_future``) without a worker thread. Once closed, the draft is
-        posted alone on the caller's thread and the future returned is already done."""
+        it (``asyncio.wrap_future``) without a worker thread. Cancelling the future before
+        the writer takes the draft withdraws it; after, cancelling fails and the draft is
+        posted. Once closed, the draft is posted alone on the caller's thread and the
+        future returned is already done."""
         waiting = _Waiting(draft, scope)
         with self._lock:
             if not self._closed:
@@ -127,7 +129,11 @@ class GroupCommit:
     def _write(self, group: list[_Waiting]) -> None:
         by_scope: dict[str, list[_Waiting]] = {}
         for waiting in group:
-            by_scope.setdefault(waiting.scope, []).append(waiting)
+            # A future cancelled before the writer took it (an awaiting request that was
+            # cancelled) is left out: nothing was answered, nothing is posted. Once taken,
+            # it can no longer be cancelled, so every answer below can be set.
+            if waiting.answer.set_running_or_notify_cancel():
+                by_scope.setdefault(waiting.scope, []).append(waiting)
         for scope, batch in by_scope.items():
             self.batches_taken += 1
             try:

@@ -4,6 +4,7 @@ work, and each still gets exactly the answer it would have had alone."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 
@@ -175,3 +176,32 @@ def test_after_closing_submit_posts_alone_and_returns_a_future_already_done(
     assert posted.done()
     assert posted.result().transaction is not None
     assert ledger.balance(v.bo).posted == 3
+
+
+def test_a_draft_cancelled_before_the_writer_takes_it_is_withdrawn_and_the_others_answered(
+    ledger: Ledger, engine: Engine, group: GroupCommit
+) -> None:
+    """An awaiting request that is cancelled cancels its future: before the writer takes
+    the draft, nothing is posted; once taken, the cancel fails and the draft is posted.
+    Either way the callers beside it get their own answers."""
+    v = village(ledger)
+    with writes_held(engine):
+        taken = group.submit(pay(v.ana, v.bo, 1))
+        _until_taken(taken)
+        withdrawn = group.submit(pay(v.ana, v.bo, 20))
+        kept = group.submit(pay(v.ana, v.bo, 300))
+        assert not taken.cancel()
+        assert withdrawn.cancel()
+    outcome = kept.result(timeout=PATIENCE_SECONDS)
+
+    assert outcome.transaction is not None
+    assert taken.result(timeout=PATIENCE_SECONDS).transaction is not None
+    assert withdrawn.cancelled()
+    assert ledger.balance(v.bo).posted == 1 + 300
+
+
+def _until_taken(answer: Future[Outcome]) -> None:
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    while not answer.running():
+        assert time.monotonic() < deadline, "the writer did not take the draft"
+        time.sleep(0.001)
