@@ -15,7 +15,9 @@ positions) the drafts before it left, exactly as if it had been posted alone in 
 order; its refusal is its own; a retry with the same client id while the first attempt is
 still in the same group is answered as a replay of it, as after a commit. Drafts of
 different idempotency scopes go in separate batches of the same group, each in its own
-unit of work.
+unit of work. A caller that cancels its future before the writer takes the draft (an
+awaiting request cancelled) withdraws it; once taken, the draft is posted whatever the
+caller does, as a request already sent to the database would be.
 
 An observer refuses one draft of a batch as the ledger's rules do (a reciprocity credit
 line); one that refuses a whole write instead makes the batch post again one draft at a
@@ -51,7 +53,8 @@ class _Waiting:
 
 
 class GroupCommit:
-    """Posts single drafts for many threads through one writer thread (see the module)."""
+    """Posts single drafts for many threads, or an event loop's requests, through one writer
+    thread (see the module)."""
 
     def __init__(self, ledger: Ledger, *, group_max: int = GROUP_MAX) -> None:
         self.ledger = ledger
@@ -74,8 +77,7 @@ class GroupCommit:
         refusal is the outcome's error) or the error its batch raised. An event loop awaits
         it (``asyncio.wrap_future``) without a worker thread. Cancelling the future before
         the writer takes the draft withdraws it; after, cancelling fails and the draft is
-        posted. Once closed, the draft is posted alone on the caller's thread and the
-        future returned is already done."""
+        posted. Once closed, each draft is posted alone, on a thread of its own."""
         waiting = _Waiting(draft, scope)
         with self._lock:
             if not self._closed:
@@ -86,11 +88,9 @@ class GroupCommit:
                     self._writer.start()
                 self._waiting.put(waiting)
                 return waiting.answer
-        # Shutting down: post alone rather than queue behind the end.
-        try:
-            waiting.answer.set_result(self.ledger.post_transactions([draft], scope=scope)[0])
-        except Exception as error:  # noqa: BLE001 - the caller raises it
-            waiting.answer.set_exception(error)
+        # Shutting down: post alone rather than queue behind the end, on a thread of its own
+        # so that an event loop calling this never waits for the database.
+        threading.Thread(target=self._write, args=([waiting],), daemon=True).start()
         return waiting.answer
 
     @property
@@ -99,8 +99,8 @@ class GroupCommit:
         return self._waiting.qsize()
 
     def close(self) -> None:
-        """Write the drafts handed over so far, then stop the writer; later callers post
-        alone."""
+        """Write the drafts handed over so far, then stop the writer; later drafts are posted
+        alone (``submit``)."""
         with self._lock:
             self._closed = True
             writer = self._writer

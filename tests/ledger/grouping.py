@@ -66,9 +66,9 @@ def hand_over(
     handed.thread = threading.Thread(target=post)
     handed.thread.start()
     if first:
-        _until(lambda: group.batches_taken > written)
+        until(lambda: group.batches_taken > written)
     else:
-        _until(lambda: group.waiting > waiting)
+        until(lambda: group.waiting > waiting)
     return handed
 
 
@@ -78,7 +78,7 @@ def answered(*handed: Handed) -> None:
         assert not each.thread.is_alive(), "a caller was left waiting"
 
 
-def _until(condition: Callable[[], bool]) -> None:
+def until(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + PATIENCE_SECONDS
     while not condition():
         assert time.monotonic() < deadline, "the group commit did not move"
