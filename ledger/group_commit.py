@@ -6,8 +6,8 @@ clients each posting one transfer at a time wait for eight flushes in a row. Dat
 answer this with group commit, and so does ``GroupCommit``: callers hand their draft to
 one writer thread, which takes every draft waiting at that moment (up to ``GROUP_MAX``),
 posts them with ``Ledger.post_transactions`` as one non-atomic batch, and hands each
-caller its own outcome (``post_transaction`` waits for it; ``submit`` returns the future,
-which an event loop awaits). A caller alone pays one thread hand-off; callers that arrive
+caller its own outcome through the future ``submit`` returned (the API's event loop awaits
+it; a thread may wait on it). A caller alone pays one thread hand-off; callers that arrive
 while a group is being written share the next group's commit.
 
 Nothing a caller sees changes. Each draft is judged on the balances (and the reciprocity
@@ -64,13 +64,6 @@ class GroupCommit:
         self._lock = threading.Lock()  # guards _writer and _closed, and orders hand-overs
         self._writer: threading.Thread | None = None
         self._closed = False
-
-    def post_transaction(self, draft: TransactionDraft, *, scope: str = "") -> Outcome:
-        """``Ledger.post_transaction``, sharing its commit with concurrent callers."""
-        outcome = self.submit(draft, scope=scope).result()
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome
 
     def submit(self, draft: TransactionDraft, *, scope: str = "") -> Future[Outcome]:
         """Hand the draft to the writer and return at once; the future holds its outcome (a

@@ -48,6 +48,15 @@ class Handed:
     thread: threading.Thread = field(init=False)
 
 
+def post(group: GroupCommit, draft: TransactionDraft, scope: str = "") -> Outcome:
+    """Post through the group as ``Ledger.post_transaction`` does: wait for the outcome and
+    raise its refusal."""
+    outcome = group.submit(draft, scope=scope).result(timeout=PATIENCE_SECONDS)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome
+
+
 def hand_over(
     group: GroupCommit, draft: TransactionDraft, scope: str = "", *, first: bool = False
 ) -> Handed:
@@ -57,13 +66,13 @@ def hand_over(
     handed = Handed(draft, scope)
     waiting, written = group.waiting, group.batches_taken
 
-    def post() -> None:
+    def posting() -> None:
         try:
-            handed.outcome = group.post_transaction(draft, scope=scope)
+            handed.outcome = post(group, draft, scope)
         except Exception as error:  # noqa: BLE001 - the test reads it
             handed.error = error
 
-    handed.thread = threading.Thread(target=post)
+    handed.thread = threading.Thread(target=posting)
     handed.thread.start()
     if first:
         until(lambda: group.batches_taken > written)

@@ -15,7 +15,14 @@ from ledger.group_commit import GroupCommit
 from ledger.model import Outcome, TransactionDraft
 from ledger.service import Ledger, Movement
 from tests.ledger.builders import pay, village
-from tests.ledger.grouping import PATIENCE_SECONDS, answered, hand_over, until, writes_held
+from tests.ledger.grouping import (
+    PATIENCE_SECONDS,
+    answered,
+    hand_over,
+    post,
+    until,
+    writes_held,
+)
 
 
 @pytest.fixture
@@ -95,10 +102,10 @@ def test_a_refusal_of_the_whole_write_reaches_only_the_caller_it_concerns(
 
 def test_a_caller_alone_is_answered_as_by_the_ledger(ledger: Ledger, group: GroupCommit) -> None:
     v = village(ledger)
-    posted = group.post_transaction(pay(v.ana, v.bo, 250, client_id="one"))
-    again = group.post_transaction(pay(v.ana, v.bo, 250, client_id="one"))
+    posted = post(group, pay(v.ana, v.bo, 250, client_id="one"))
+    again = post(group, pay(v.ana, v.bo, 250, client_id="one"))
     with pytest.raises(LedgerError) as refused:
-        group.post_transaction(pay(v.frozen, v.bo, 1))
+        post(group, pay(v.frozen, v.bo, 1))
 
     assert again.replayed
     assert again.transaction == posted.transaction
@@ -122,10 +129,10 @@ def test_closing_writes_what_was_handed_over(
 
 def test_after_closing_a_caller_posts_alone(ledger: Ledger, group: GroupCommit) -> None:
     v = village(ledger)
-    group.post_transaction(pay(v.ana, v.bo, 7))
+    post(group, pay(v.ana, v.bo, 7))
     group.close()
 
-    posted = group.post_transaction(pay(v.ana, v.bo, 3))
+    posted = post(group, pay(v.ana, v.bo, 3))
 
     assert posted.transaction is not None
     assert ledger.balance(v.bo).posted == 10
