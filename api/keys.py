@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, Row, Table, insert, select, update
 
 from api.tables import ApiKeyRow
 from ledger import repository as ledger_repository
-from ledger.database import run_in_transaction, unit_of_work
+from ledger.database import run_in_transaction
 from ledger.errors import Code, LedgerError
 from ledger.tables import CommunityRow, from_micros
 
@@ -171,16 +171,15 @@ class Authenticated:
 def authenticate(engine: Engine, token: str, now: dt.datetime) -> Authenticated | None:
     """The principal a bearer token stands for, or None for anything not a live key.
 
-    One indexed read, which waits for no writer on either database (SQLite's WAL,
-    PostgreSQL's MVCC; a read runs without a transaction there), so the API runs it on its
-    event loop when a pooled connection is free. Recording the use is a write, which may
-    wait for one: ``record_use``."""
+    One indexed statement outside a transaction, which waits for no writer on either
+    database (SQLite's WAL, PostgreSQL's MVCC), so the API runs it on its event loop when a
+    pooled connection is free (``fetch_outside_transaction`` says why not in a unit of
+    work). Recording the use is a write, which may wait for one: ``record_use``."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "hl":
         return None
     _, prefix, secret = parts
-    with unit_of_work(engine, write=False) as connection:
-        rows = ledger_repository.raw(connection).fetch(_KEY_BY_PREFIX, {"prefix": prefix})
+    rows = ledger_repository.fetch_outside_transaction(engine, _KEY_BY_PREFIX, {"prefix": prefix})
     if not rows:
         return None
     key_id, role, community_id, slug, secret_hash, revoked_at, last_used_at = rows[0]

@@ -1,0 +1,61 @@
+"""A read outside a unit of work (``repository.fetch_outside_transaction``): its rows, its
+errors, and the pooled connection it gives back as it found it."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from ledger import repository as repo
+from ledger.database import unit_of_work
+from ledger.service import Ledger
+from tests.ledger.builders import village
+
+BY_SLUG = "SELECT id, name FROM communities WHERE slug = :slug"
+
+
+def test_it_returns_the_rows_of_one_statement(ledger: Ledger, engine: Engine) -> None:
+    village(ledger)
+    community = ledger.get_community("hilltop")
+    assert repo.fetch_outside_transaction(engine, BY_SLUG, {"slug": "hilltop"}) == [
+        (community.id, "Hilltop")
+    ]
+    assert repo.fetch_outside_transaction(engine, BY_SLUG, {"slug": "nowhere"}) == []
+
+
+def test_a_failing_statement_raises_sqlalchemys_error(engine: Engine) -> None:
+    with pytest.raises(DBAPIError):
+        repo.fetch_outside_transaction(engine, "SELECT no_such_column FROM communities", {})
+    # and the connection it used still serves
+    assert repo.fetch_outside_transaction(engine, BY_SLUG, {"slug": "nowhere"}) == []
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("statement", [BY_SLUG, "SELECT no_such_column FROM communities"])
+def test_the_pooled_connection_goes_back_out_of_autocommit(engine: Engine, statement: str) -> None:
+    """The read runs in autocommit; a connection left that way would make the next unit of
+    work on it commit every statement as it ran, and its rollback undo nothing."""
+    engine.dispose()  # one pooled connection from here on: the next checkout is the same one
+    with contextlib.suppress(DBAPIError):
+        repo.fetch_outside_transaction(engine, statement, {"slug": "nowhere"})
+    pooled = engine.raw_connection()
+    try:
+        assert pooled.driver_connection.autocommit is False  # type: ignore[union-attr]
+    finally:
+        pooled.close()
+    with pytest.raises(RuntimeError):
+        _write_then_fail(engine)
+    with unit_of_work(engine, write=False) as connection:
+        assert (
+            connection.execute(text("SELECT to_regclass('written_then_rolled_back')")).scalar()
+            is None
+        )
+
+
+def _write_then_fail(engine: Engine) -> None:
+    with unit_of_work(engine, write=True) as connection:
+        connection.execute(text("CREATE TABLE written_then_rolled_back (id integer)"))
+        raise RuntimeError("the unit of work fails")
