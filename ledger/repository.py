@@ -403,15 +403,20 @@ def update_account(connection: Connection, account_id: int, values: dict[str, An
     connection.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
 
-def account_communities(connection: Connection, account_ids: Sequence[int]) -> dict[int, str]:
-    statement = (
-        select(accounts.c.id, communities.c.slug)
-        .join(communities, communities.c.id == accounts.c.community_id)
-        .where(accounts.c.id.in_(bindparam("ids", expanding=True)))
-    )
-    return {
-        int(row[0]): row[1] for row in connection.execute(statement, {"ids": list(account_ids)})
-    }
+_ACCOUNT_COMMUNITIES_SQL = (
+    "SELECT accounts.id, communities.slug FROM accounts"
+    " JOIN communities ON communities.id = accounts.community_id WHERE accounts.id IN "
+)
+
+
+def account_communities(engine: Engine, account_ids: Sequence[int]) -> dict[int, str]:
+    """Outside a unit of work: the API checks a treasurer's sources with it on its event
+    loop (``fetch_outside_transaction``), and an account's community never changes."""
+    if not account_ids:
+        return {}
+    listed, parameters = in_list("id", account_ids)
+    rows = fetch_outside_transaction(engine, f"{_ACCOUNT_COMMUNITIES_SQL}{listed}", parameters)
+    return {int(account_id): slug for account_id, slug in rows}
 
 
 def account_ids_of_community(connection: Connection, community_id: int) -> Sequence[int]:

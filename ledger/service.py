@@ -404,8 +404,7 @@ class Ledger:
 
     def communities_of_accounts(self, account_ids: Iterable[int]) -> dict[int, str]:
         """The community slug of each account that exists (missing ids are left out)."""
-        ids = sorted(set(account_ids))
-        return self._read(lambda connection: repo.account_communities(connection, ids))
+        return repo.account_communities(self.engine, sorted(set(account_ids)))
 
     # -- posting -----------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""A read outside a unit of work (``repository.fetch_outside_transaction``): its rows, its
-errors, and the pooled connection it gives back as it found it."""
+"""Reads outside a unit of work (``repository.fetch_outside_transaction``): their rows,
+their errors, and the pooled connection they give back as they found it."""
 
 from __future__ import annotations
 
@@ -31,6 +31,19 @@ def test_a_failing_statement_raises_sqlalchemys_error(engine: Engine) -> None:
         repo.fetch_outside_transaction(engine, "SELECT no_such_column FROM communities", {})
     # and the connection it used still serves
     assert repo.fetch_outside_transaction(engine, BY_SLUG, {"slug": "nowhere"}) == []
+
+
+def test_account_communities_leaves_out_accounts_that_do_not_exist(
+    ledger: Ledger, engine: Engine
+) -> None:
+    place = village(ledger)
+    missing = place.hilltop_member + 1_000
+    assert repo.account_communities(engine, [place.ana, place.hilltop_member, missing]) == {
+        place.ana: "riverbend",
+        place.hilltop_member: "hilltop",
+    }
+    assert ledger.communities_of_accounts([place.bo, place.bo, missing]) == {place.bo: "riverbend"}
+    assert repo.account_communities(engine, []) == {}
 
 
 @pytest.mark.postgres_only
