@@ -1,5 +1,6 @@
 # The README's two commands are `make run` and `make test`; .ci/run calls `make test`.
 PYTHON ?= python3.11
+PORT ?= 8000
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -12,11 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## Set up from scratch, migrate the SQLite database, seed the demo federation, serve on :8000.
+## Set up from scratch, migrate the SQLite database, seed the demo federation, serve on :$(PORT).
 run: $(STAMP)
 	$(BIN)/heartleaf db upgrade
 	$(BIN)/heartleaf demo --if-empty
-	$(BIN)/heartleaf serve --host 127.0.0.1 --port 8000
+	$(BIN)/heartleaf serve --host 127.0.0.1 --port $(PORT)
 
 ## Lint, type-check and run every test (SQLite and PostgreSQL).
 test: lint typecheck pytest
