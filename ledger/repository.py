@@ -1,8 +1,8 @@
 """Every query of ``ledger/`` lives here. Services hold the logic; this module holds SQL.
 
 Statements are SQLAlchemy Core, built once at import so their compiled form is cached,
-except the posting path's and the statement page's, which run on the driver's cursor
-(see ``Raw``).
+except the posting path's, the statement page's and the API's short reads, which run on
+the driver's cursor (see ``Raw``).
 """
 
 from __future__ import annotations
@@ -66,15 +66,16 @@ EVENT_COUNTER = "events"
 
 
 class Raw:
-    """The posting path's statements and the statement page's read, run on the driver's
-    cursor inside SQLAlchemy's transaction (``exchange/reciprocity.py``'s observer runs its
-    own the same way). They are written once in portable SQL with ``:name`` parameters; on
-    PostgreSQL the names become psycopg's ``%(name)s``. Values arrive already in storage
-    form (instants as microseconds, JSON as text), which is what ``Instant`` and ``JSON``
-    would have produced: the rows are the same either way, a test reads them back through
-    SQLAlchemy. Why: SQLAlchemy's per-statement work is most of the cost of a single
-    posting, and the posting path runs seven statements per transaction. A connection lost
-    under one is discarded when it returns to the pool, not at once as SQLAlchemy would.
+    """The posting path's statements and the statement page's read, run on the driver's cursor
+    inside SQLAlchemy's transaction (``exchange/reciprocity.py``'s observer runs its own the
+    same way); the API's short reads run on it outside one (``fetch_outside_transaction``).
+    They are written once in portable SQL with ``:name`` parameters; on PostgreSQL the names
+    become psycopg's ``%(name)s``. Values arrive already in storage form (instants as
+    microseconds, JSON as text), which is what ``Instant`` and ``JSON`` would have produced:
+    the rows are the same either way, a test reads them back through SQLAlchemy. Why:
+    SQLAlchemy's per-statement work is most of the cost of a single posting, and the posting
+    path runs seven statements per transaction. A connection lost under one is discarded
+    when it returns to the pool, not at once as SQLAlchemy would.
     """
 
     def __init__(self, cursor: Any, dialect: Dialect) -> None:
@@ -143,10 +144,10 @@ def fetch_outside_transaction(
 ) -> list[Any]:
     """The rows of one read statement, on a pooled driver connection with no transaction
     around it: a single statement sees one snapshot by itself on both databases. For the
-    reads an API request makes on its event loop (the bearer key's): there a unit of
-    work's BEGIN and COMMIT each let go of the GIL, and with the group-commit writer busy
-    getting it back is most of the read's cost (a key read took 113-138 µs with a writer
-    posting beside it, against 42 µs this way; ``api.keys.authenticate`` says more)."""
+    reads an API request makes on its event loop (the bearer key's, a treasurer's
+    sources): there a unit of work's BEGIN and COMMIT each let go of the GIL, and with the
+    group-commit writer busy getting it back is most of the read's cost (a key read took
+    64-138 µs on SQLite with a writer posting beside it, against 39-42 µs this way)."""
     connection = engine.raw_connection()
     driver = connection.driver_connection
     on_postgresql = engine.dialect.name == "postgresql"
