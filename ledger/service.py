@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -75,9 +75,11 @@ class WriteHook(Protocol):
         """Write the layer's own rows for a transaction just written."""
 
 
-@dataclass(frozen=True, slots=True)
-class Movement:
-    """Value that moved for real (posted, not held) between two communities' accounts."""
+class Movement(NamedTuple):
+    """Value that moved for real (posted, not held) between two communities' accounts.
+
+    A named tuple: a batch makes one per crossing posting, and a frozen dataclass's
+    ``__init__`` costs an ``object.__setattr__`` per field."""
 
     transaction_id: int
     source_account_id: int
@@ -630,9 +632,7 @@ class Ledger:
                     "idempotency_scope": scope,
                     "client_id": draft.client_id,
                     "request_hash": hashes[index],
-                    "status": str(
-                        TransactionStatus.PENDING if draft.pending else TransactionStatus.POSTED
-                    ),
+                    "status": _PENDING if draft.pending else _POSTED,
                     "memo": draft.memo,
                     "category": draft.category,
                     "external_ref": draft.external_ref,
@@ -659,11 +659,13 @@ class Ledger:
         ):
             held: dict[int, list[int]] = {}
             community_ids: set[int] = set()
+            stored_at = to_micros(at)
+            kind = _PENDING_ENTRY if draft.pending else _POSTED_ENTRY
             for position, posting in enumerate(draft.postings):
-                source, destination = (
-                    before[posting.source_account_id],
-                    before[posting.destination_account_id],
-                )
+                source_id = posting.source_account_id
+                destination_id = posting.destination_account_id
+                amount = posting.amount
+                source, destination = before[source_id], before[destination_id]
                 community_ids.add(source.community_id)
                 community_ids.add(destination.community_id)
                 if not draft.pending and source.community_id != destination.community_id:
@@ -673,7 +675,7 @@ class Ledger:
                                 transaction_id,
                                 source,
                                 destination,
-                                posting.amount,
+                                amount,
                                 at,
                                 None,
                                 draft.category,
@@ -686,7 +688,7 @@ class Ledger:
                                 transaction_id,
                                 destination,
                                 source,
-                                -posting.amount,
+                                -amount,
                                 at,
                                 reversal_of,
                                 draft.category,
@@ -696,31 +698,32 @@ class Ledger:
                     {
                         "transaction_id": transaction_id,
                         "index": position,
-                        "source_account_id": posting.source_account_id,
-                        "destination_account_id": posting.destination_account_id,
-                        "currency_id": before[posting.source_account_id].currency_id,
-                        "amount": posting.amount,
+                        "source_account_id": source_id,
+                        "destination_account_id": destination_id,
+                        "currency_id": source.currency_id,
+                        "amount": amount,
                         "amount_posted": None,
                     }
                 )
-                for account_id, counterparty, sign in (
-                    (posting.source_account_id, posting.destination_account_id, -1),
-                    (posting.destination_account_id, posting.source_account_id, 1),
-                ):
-                    account = history.setdefault(account_id, before[account_id])
-                    if draft.pending:
-                        debit, credit = (posting.amount, 0) if sign < 0 else (0, posting.amount)
-                        change = _Change(0, debit, credit)
-                        held.setdefault(account_id, [0, 0])
-                        held[account_id][0] += debit
-                        held[account_id][1] += credit
-                        kind = EntryKind.PENDING
-                    else:
-                        change = _Change(sign * posting.amount, 0, 0)
-                        kind = EntryKind.POSTED
-                    entry_rows.append(
-                        _entry(account, change, transaction_id, counterparty, kind, at)
+                # ``before`` holds the accounts as they were before the batch; replaying the
+                # batch on them gives each history row the balance right after its posting.
+                history[source_id] = source
+                history[destination_id] = destination
+                source.last_entry_at = destination.last_entry_at = at
+                if draft.pending:
+                    held.setdefault(source_id, [0, 0])[0] += amount
+                    held.setdefault(destination_id, [0, 0])[1] += amount
+                    source_change, destination_change = (0, amount, 0), (0, 0, amount)
+                else:
+                    source_change, destination_change = (-amount, 0, 0), (amount, 0, 0)
+                entry_rows.append(
+                    _entry(source, source_change, transaction_id, destination_id, kind, stored_at)
+                )
+                entry_rows.append(
+                    _entry(
+                        destination, destination_change, transaction_id, source_id, kind, stored_at
                     )
+                )
             for account_id, (debits, credits) in held.items():
                 hold_rows.append(
                     {
@@ -736,7 +739,7 @@ class Ledger:
                 EventKind.TRANSACTION_PENDING if draft.pending else EventKind.TRANSACTION_POSTED
             )
             events.append((kind_of_event, transaction_id, None, tuple(sorted(community_ids))))
-            results.append(_transaction_from_draft(transaction_id, draft, row))
+            results.append(_transaction_from_draft(transaction_id, draft, row, at))
 
         # Observers lock rows of their own (reciprocity: community positions). They run
         # before the events are appended, as in ``_release``: the feed's counter row is
@@ -875,6 +878,7 @@ class Ledger:
         transaction_id = int(row["id"])
         entry_rows = []
         movements = []
+        stored_at, text = to_micros(at), str(kind)
         for posting, amount in zip(postings, posted_amounts, strict=True):
             source = locked[posting["source_account_id"]]
             destination = locked[posting["destination_account_id"]]
@@ -886,10 +890,10 @@ class Ledger:
                     )
                 )
             entry_rows.append(
-                _entry(source, _Change(-amount, -held, 0), transaction_id, destination.id, kind, at)
+                _entry(source, (-amount, -held, 0), transaction_id, destination.id, text, stored_at)
             )
             entry_rows.append(
-                _entry(destination, _Change(amount, 0, -held), transaction_id, source.id, kind, at)
+                _entry(destination, (amount, 0, -held), transaction_id, source.id, text, stored_at)
             )
         for account in locked.values():
             account.last_entry_at = at
@@ -1429,36 +1433,37 @@ def _request_hash(draft: TransactionDraft) -> str:
 # -- small pieces -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Change:
-    posted: int
-    debits_pending: int
-    credits_pending: int
+_POSTED: Final = str(TransactionStatus.POSTED)
+_PENDING: Final = str(TransactionStatus.PENDING)
+_POSTED_ENTRY: Final = str(EntryKind.POSTED)
+_PENDING_ENTRY: Final = str(EntryKind.PENDING)
 
 
 def _entry(
     account: _LockedAccount,
-    change: _Change,
+    change: tuple[int, int, int],
     transaction_id: int,
     counterparty_id: int,
-    kind: EntryKind,
-    at: dt.datetime,
+    kind: str,
+    stored_at: int,
 ) -> dict[str, Any]:
-    """Apply ``change`` to ``account`` and return the history row that records it."""
-    account.posted += change.posted
-    account.debits_pending += change.debits_pending
-    account.credits_pending += change.credits_pending
-    account.last_entry_at = at
+    """Apply ``change`` (posted, debits pending, credits pending) to ``account`` and return
+    the history row that records it, in storage form (``kind`` as text, the instant in
+    microseconds); the caller moves ``last_entry_at``."""
+    posted, debits_pending, credits_pending = change
+    account.posted += posted
+    account.debits_pending += debits_pending
+    account.credits_pending += credits_pending
     return {
         "account_id": account.id,
         "community_id": account.community_id,
         "transaction_id": transaction_id,
         "counterparty_account_id": counterparty_id,
-        "kind": str(kind),
-        "at": at,
-        "amount": change.posted,
-        "debits_pending_change": change.debits_pending,
-        "credits_pending_change": change.credits_pending,
+        "kind": kind,
+        "at": stored_at,
+        "amount": posted,
+        "debits_pending_change": debits_pending,
+        "credits_pending_change": credits_pending,
         "balance_posted": account.posted,
         "debits_pending": account.debits_pending,
         "credits_pending": account.credits_pending,
@@ -1705,24 +1710,28 @@ def _transaction_from_row(
 
 
 def _transaction_from_draft(
-    transaction_id: int, draft: TransactionDraft, row: dict[str, Any]
+    transaction_id: int, draft: TransactionDraft, row: dict[str, Any], at: dt.datetime
 ) -> Transaction:
     return Transaction(
         id=transaction_id,
         client_id=draft.client_id,
-        status=TransactionStatus(row["status"]),
+        status=TransactionStatus.PENDING if draft.pending else TransactionStatus.POSTED,
         postings=tuple(
-            Posting(i, p.source_account_id, p.destination_account_id, p.currency, p.amount, None)
-            for i, p in enumerate(draft.postings)
+            [
+                Posting(
+                    i, d.source_account_id, d.destination_account_id, d.currency, d.amount, None
+                )
+                for i, d in enumerate(draft.postings)
+            ]
         ),
         memo=draft.memo,
         category=draft.category,
         external_ref=draft.external_ref,
         metadata=draft.metadata,
         effective_date=draft.effective_date,
-        created_at=row["created_at"],
+        created_at=at,
         expires_at=row["expires_at"],
-        resolved_at=row["resolved_at"],
+        resolved_at=None if draft.pending else at,
         reverses_id=None,
         reversed_by_id=None,
     )

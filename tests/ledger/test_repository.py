@@ -1,5 +1,6 @@
 """Reads outside a unit of work (``repository.fetch_outside_transaction``): their rows,
-their errors, and the pooled connection they give back as they found it."""
+their errors, and the pooled connection they give back as they found it; and the lookup of
+a batch's client ids."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from ledger import repository as repo
 from ledger.database import unit_of_work
 from ledger.service import Ledger
-from tests.ledger.builders import village
+from tests.ledger.builders import pay, village
 
 BY_SLUG = "SELECT id, name FROM communities WHERE slug = :slug"
 
@@ -72,3 +73,40 @@ def _write_then_fail(engine: Engine) -> None:
     with unit_of_work(engine, write=True) as connection:
         connection.execute(text("CREATE TABLE written_then_rolled_back (id integer)"))
         raise RuntimeError("the unit of work fails")
+
+
+def test_the_client_id_lookup_finds_exactly_the_stored_ids_of_its_scope(
+    ledger: Ledger, engine: Engine
+) -> None:
+    v = village(ledger)
+    stored = ["t1", "42", "ünïcode ♡", 'quote " and \\ backslash']
+    ledger.post_transactions([pay(v.issuance, v.ana, 1, client_id=c) for c in stored])
+    ledger.post_transaction(pay(v.issuance, v.ana, 1, client_id="elsewhere"), scope="key-9")
+    wanted = [*stored, "absent", "elsewhere", "4", "t"]
+    with unit_of_work(engine, write=False) as connection:
+        found = repo.transactions_by_client_id(connection, "", wanted)
+        assert sorted(row["client_id"] for row in found) == sorted(stored)
+        assert repo.transactions_by_client_id(connection, "key-9", wanted)[0]["client_id"] == (
+            "elsewhere"
+        )
+        assert repo.transactions_by_client_id(connection, "", []) == []
+
+
+def test_on_sqlite_the_client_id_lookup_seeks_the_unique_index_per_id(engine: Engine) -> None:
+    """A batch looks up 8,190 ids; scanning the scope's transactions instead would cost
+    a batch as much as the history is long."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the plan of SQLite's form of the lookup")
+    statement = str(repo._TRANSACTIONS_BY_CLIENT_ID_JSON.compile(dialect=engine.dialect))
+    with unit_of_work(engine, write=False) as connection:
+        plan = [
+            row[-1]
+            for row in connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", ("", '["a", "b"]')
+            )
+        ]
+    searches = [step for step in plan if "transactions" in step]
+    assert searches == [
+        "SEARCH transactions USING INDEX sqlite_autoindex_transactions_1 "
+        "(idempotency_scope=? AND client_id=?)"
+    ], plan
