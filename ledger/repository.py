@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache, lru_cache
@@ -97,6 +98,19 @@ class Raw:
         try:
             if len(rows) == 1:
                 self.cursor.execute(self._sql(statement), rows[0])
+            elif not self.pyformat and (insert := _plain_insert(statement)) is not None:
+                # SQLite: one statement of many rows, not a step per row (a batch of 8,190:
+                # 64 -> 56 µs per transfer). PostgreSQL keeps executemany, which its pipeline
+                # sends without waiting: there one statement of many rows took twice as long.
+                head, names = insert
+                limit = self.cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+                per_statement = min(limit, SQLITE_PARAMETERS_MAX) // len(names)
+                for start in range(0, len(rows), per_statement):
+                    chunk = rows[start : start + per_statement]
+                    self.cursor.execute(
+                        _multi_row(head, len(names), len(chunk)),
+                        [row[name] for row in chunk for name in names],
+                    )
             else:
                 self.cursor.executemany(self._sql(statement), rows)
         except self.dbapi_error as error:
@@ -173,6 +187,26 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
 @lru_cache(maxsize=256)
 def _pyformat(statement: str) -> str:
     return re.sub(r":(\w+)", r"%(\1)s", statement)
+
+
+SQLITE_PARAMETERS_MAX = 32_766  # per statement; less where the build's limit is lower
+_PLAIN_INSERT = re.compile(r"(INSERT INTO \w+ \([^)]*\) VALUES )\((:\w+(?:, :\w+)*)\)")
+
+
+@cache
+def _plain_insert(statement: str) -> tuple[str, tuple[str, ...]] | None:
+    """``INSERT INTO t (…) VALUES (:a, :b, …)`` as its head and parameter names; None for
+    any other statement (an upsert, an update)."""
+    found = _PLAIN_INSERT.fullmatch(statement)
+    if found is None:
+        return None
+    return found[1], tuple(name.strip()[1:] for name in found[2].split(","))
+
+
+@lru_cache(maxsize=1_024)
+def _multi_row(head: str, columns: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * columns) + ")"
+    return head + ", ".join([row] * rows)
 
 
 def _micros_or_none(instant: dt.datetime | None) -> int | None:

@@ -110,3 +110,17 @@ def test_on_sqlite_the_client_id_lookup_seeks_the_unique_index_per_id(engine: En
         "SEARCH transactions USING INDEX sqlite_autoindex_transactions_1 "
         "(idempotency_scope=? AND client_id=?)"
     ], plan
+
+
+def test_many_rows_are_inserted_in_order_across_statements(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite, rows go in as multi-row statements of at most the parameter limit; on
+    PostgreSQL through executemany. Either way every row arrives whole."""
+    monkeypatch.setattr(repo, "SQLITE_PARAMETERS_MAX", 5)  # two rows of two per statement
+    rows = [{"a": i, "b": None if i % 3 else f"row {i}"} for i in range(7)]
+    with unit_of_work(engine, write=True) as connection:
+        connection.execute(text("CREATE TEMPORARY TABLE scratch (a INTEGER, b VARCHAR(10))"))
+        repo.raw(connection).run_many("INSERT INTO scratch (a, b) VALUES (:a, :b)", rows)
+        stored = connection.execute(text("SELECT a, b FROM scratch ORDER BY a")).all()
+    assert [tuple(row) for row in stored] == [(row["a"], row["b"]) for row in rows]
