@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from contextvars import ContextVar
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -14,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictBool,
     StrictInt,
     WithJsonSchema,
@@ -146,6 +148,8 @@ def unstorable_at(value: object) -> str | None:
 
     Iterative, so that a body nested as deep as the JSON parser allows cannot exhaust the
     stack; a path is spelled out only for the text it finds."""
+    if _all_storable(value):  # the usual answer, found without tracking where
+        return None
     # Each item carries a link (its parent's link, its key or index) instead of a path.
     stack: list[tuple[object, tuple[Any, str | int] | None]] = [(value, None)]
     while stack:
@@ -162,6 +166,23 @@ def unstorable_at(value: object) -> str | None:
     return None
 
 
+def _all_storable(value: object) -> bool:
+    """Whether all text in a JSON value is storable, checked as one string (Python's UTF-8
+    encoder refuses every surrogate, paired or not, so joining changes no answer)."""
+    texts: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item)  # the keys
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return storable("".join(texts))
+
+
 def _path(link: tuple[Any, str | int] | None) -> str:
     parts: list[str | int] = []
     while link is not None:
@@ -173,15 +194,23 @@ def _path(link: tuple[Any, str | int] | None) -> str:
     return path or "the body"
 
 
+# Set while a body's text is being validated: the body checked all of it, so the models
+# nested in it need not walk their part again (a batch of 8,190 walked its text three
+# times, 11% of the request).
+_text_checked: ContextVar[bool] = ContextVar("text_checked", default=False)
+
+
 class Strict(BaseModel):
     """A request body: unknown fields are refused, and so is text no database can keep,
     anywhere in the body (metadata included) and before any field is looked at."""
 
     model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _text_is_storable(cls, data: object) -> object:
+    def _text_is_storable(cls, data: object, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        if _text_checked.get():  # nested in a body that checked it all
+            return handler(data)
         where = unstorable_at(data)
         if where is not None:
             raise PydanticCustomError(
@@ -189,7 +218,11 @@ class Strict(BaseModel):
                 "{where} holds a NUL character or an unpaired surrogate, which no ledger stores",
                 {"where": where},
             )
-        return data
+        checked = _text_checked.set(True)
+        try:
+            return handler(data)
+        finally:
+            _text_checked.reset(checked)
 
 
 class Problem(BaseModel):
