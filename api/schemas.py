@@ -202,7 +202,11 @@ _text_checked: ContextVar[bool] = ContextVar("text_checked", default=False)
 
 class Strict(BaseModel):
     """A request body: unknown fields are refused, and so is text no database can keep,
-    anywhere in the body (metadata included) and before any field is looked at."""
+    anywhere in the body (metadata included) and before any field is looked at.
+
+    The outermost ``Strict`` model checks the text of all the models nested in it, which
+    then skip the walk: a validator that built a nested ``Strict`` model from text it
+    derived, rather than from the body's, would have to check that text itself."""
 
     model_config = ConfigDict(extra="forbid")
 

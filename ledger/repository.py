@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache, lru_cache
@@ -71,7 +70,8 @@ class Raw:
     inside SQLAlchemy's transaction (``exchange/reciprocity.py``'s observer runs its own the
     same way); the API's short reads run on it outside one (``fetch_outside_transaction``).
     They are written once in portable SQL with ``:name`` parameters; on PostgreSQL the names
-    become psycopg's ``%(name)s``. Values arrive already in storage form (instants as
+    become psycopg's ``%(name)s``, and on SQLite a plain insert of many rows becomes
+    multi-row statements (``run_many``). Values arrive already in storage form (instants as
     microseconds, JSON as text), which is what ``Instant`` and ``JSON`` would have produced:
     the rows are the same either way, a test reads them back through SQLAlchemy. Why:
     SQLAlchemy's per-statement work is most of the cost of a single posting, and the posting
@@ -99,16 +99,16 @@ class Raw:
             if len(rows) == 1:
                 self.cursor.execute(self._sql(statement), rows[0])
             elif not self.pyformat and (insert := _plain_insert(statement)) is not None:
-                # SQLite: one statement of many rows, not a step per row (a batch of 8,190:
-                # 64 -> 56 µs per transfer). PostgreSQL keeps executemany, which its pipeline
-                # sends without waiting: there one statement of many rows took twice as long.
+                # SQLite: multi-row statements, not a step per row (a batch of 8,190: 64 ->
+                # 56 µs per transfer). PostgreSQL keeps executemany, which its pipeline sends
+                # without waiting: there one statement of many rows took twice as long.
                 head, names = insert
-                limit = self.cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-                per_statement = min(limit, SQLITE_PARAMETERS_MAX) // len(names)
-                for start in range(0, len(rows), per_statement):
-                    chunk = rows[start : start + per_statement]
+                start = 0
+                for count in _row_counts(len(rows)):
+                    chunk = rows[start : start + count]
+                    start += count
                     self.cursor.execute(
-                        _multi_row(head, len(names), len(chunk)),
+                        _multi_row(head, len(names), count),
                         [row[name] for row in chunk for name in names],
                     )
             else:
@@ -189,7 +189,11 @@ def _pyformat(statement: str) -> str:
     return re.sub(r":(\w+)", r"%(\1)s", statement)
 
 
-SQLITE_PARAMETERS_MAX = 32_766  # per statement; less where the build's limit is lower
+# Rows per multi-row statement: at most this many, else a power of two below it, so that
+# whatever the batch size a table's inserts take one of nine shapes, each prepared once and
+# kept in the connection's statement cache (256 rows of the widest insert, entries' twelve
+# columns, are 3,072 parameters, within every SQLite build's limit since 3.32).
+ROWS_PER_STATEMENT = 256
 _PLAIN_INSERT = re.compile(r"(INSERT INTO \w+ \([^)]*\) VALUES )\((:\w+(?:, :\w+)*)\)")
 
 
@@ -203,7 +207,18 @@ def _plain_insert(statement: str) -> tuple[str, tuple[str, ...]] | None:
     return found[1], tuple(name.strip()[1:] for name in found[2].split(","))
 
 
-@lru_cache(maxsize=1_024)
+def _row_counts(rows: int) -> Iterator[int]:
+    """The rows of each statement: full ones, then the rest by powers of two."""
+    for _ in range(rows // ROWS_PER_STATEMENT):
+        yield ROWS_PER_STATEMENT
+    rest = rows % ROWS_PER_STATEMENT
+    while rest:
+        count = 1 << (rest.bit_length() - 1)
+        yield count
+        rest -= count
+
+
+@lru_cache(maxsize=256)
 def _multi_row(head: str, columns: int, rows: int) -> str:
     row = "(" + ", ".join("?" * columns) + ")"
     return head + ", ".join([row] * rows)
@@ -484,7 +499,8 @@ _TRANSACTIONS_BY_CLIENT_ID_ARRAY = select(transactions).join(
     ),
 )
 # SQLite lists the subquery's ids, then seeks the unique index once per id (a join with
-# json_each scanned every stored transaction of the scope instead).
+# json_each scanned every stored transaction of the scope instead). json_each is built into
+# SQLite since 3.38 and compiled into the usual builds before it.
 _TRANSACTIONS_BY_CLIENT_ID_JSON = select(transactions).where(
     transactions.c.idempotency_scope == bindparam("scope"),
     transactions.c.client_id.in_(
@@ -508,8 +524,8 @@ def insert_transactions(connection: Connection, rows: list[dict[str, Any]]) -> l
     if len(rows) == 1:
         values = _transaction_storage(rows[0])
         return [int(raw(connection).fetch(_INSERT_TRANSACTION_SQL, values)[0][0])]
-    # Many rows: take their ids first, then insert them in one executemany. (SQLite cannot
-    # promise RETURNING order for a multi-row insert, so SQLAlchemy would insert one by one.)
+    # Many rows: take their ids first, then insert them without RETURNING (``run_many``;
+    # SQLite cannot promise RETURNING order for a multi-row insert).
     ids = _reserve_transaction_ids(connection, len(rows))
     stored = [_transaction_storage(row) for row in rows]
     for values, id_ in zip(stored, ids, strict=True):
@@ -574,7 +590,8 @@ def insert_postings(connection: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def insert_entries(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """History rows in storage form: ``at`` in microseconds, ``kind`` as text."""
+    """History rows already in storage form (``at`` in microseconds, ``kind`` as text):
+    the service builds them so, one per posting side, and a batch builds thousands."""
     if rows:
         raw(connection).run_many(
             "INSERT INTO entries (account_id, community_id, transaction_id, "

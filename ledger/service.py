@@ -705,25 +705,27 @@ class Ledger:
                         "amount_posted": None,
                     }
                 )
-                # ``before`` holds the accounts as they were before the batch; replaying the
-                # batch on them gives each history row the balance right after its posting.
                 history[source_id] = source
                 history[destination_id] = destination
                 source.last_entry_at = destination.last_entry_at = at
                 if draft.pending:
                     held.setdefault(source_id, [0, 0])[0] += amount
                     held.setdefault(destination_id, [0, 0])[1] += amount
-                    source_change, destination_change = (0, amount, 0), (0, 0, amount)
-                else:
-                    source_change, destination_change = (-amount, 0, 0), (amount, 0, 0)
-                entry_rows.append(
-                    _entry(source, source_change, transaction_id, destination_id, kind, stored_at)
-                )
-                entry_rows.append(
-                    _entry(
-                        destination, destination_change, transaction_id, source_id, kind, stored_at
+                    source_row = _entry(
+                        source, transaction_id, destination_id, kind, stored_at, debits=amount
                     )
-                )
+                    destination_row = _entry(
+                        destination, transaction_id, source_id, kind, stored_at, credits=amount
+                    )
+                else:
+                    source_row = _entry(
+                        source, transaction_id, destination_id, kind, stored_at, posted=-amount
+                    )
+                    destination_row = _entry(
+                        destination, transaction_id, source_id, kind, stored_at, posted=amount
+                    )
+                entry_rows.append(source_row)
+                entry_rows.append(destination_row)
             for account_id, (debits, credits) in held.items():
                 hold_rows.append(
                     {
@@ -739,7 +741,7 @@ class Ledger:
                 EventKind.TRANSACTION_PENDING if draft.pending else EventKind.TRANSACTION_POSTED
             )
             events.append((kind_of_event, transaction_id, None, tuple(sorted(community_ids))))
-            results.append(_transaction_from_draft(transaction_id, draft, row, at))
+            results.append(_transaction_from_draft(transaction_id, draft, row))
 
         # Observers lock rows of their own (reciprocity: community positions). They run
         # before the events are appended, as in ``_release``: the feed's counter row is
@@ -878,7 +880,7 @@ class Ledger:
         transaction_id = int(row["id"])
         entry_rows = []
         movements = []
-        stored_at, text = to_micros(at), str(kind)
+        stored_at, stored_kind = to_micros(at), str(kind)
         for posting, amount in zip(postings, posted_amounts, strict=True):
             source = locked[posting["source_account_id"]]
             destination = locked[posting["destination_account_id"]]
@@ -890,10 +892,26 @@ class Ledger:
                     )
                 )
             entry_rows.append(
-                _entry(source, (-amount, -held, 0), transaction_id, destination.id, text, stored_at)
+                _entry(
+                    source,
+                    transaction_id,
+                    destination.id,
+                    stored_kind,
+                    stored_at,
+                    posted=-amount,
+                    debits=-held,
+                )
             )
             entry_rows.append(
-                _entry(destination, (amount, 0, -held), transaction_id, source.id, text, stored_at)
+                _entry(
+                    destination,
+                    transaction_id,
+                    source.id,
+                    stored_kind,
+                    stored_at,
+                    posted=amount,
+                    credits=-held,
+                )
             )
         for account in locked.values():
             account.last_entry_at = at
@@ -1441,19 +1459,21 @@ _PENDING_ENTRY: Final = str(EntryKind.PENDING)
 
 def _entry(
     account: _LockedAccount,
-    change: tuple[int, int, int],
     transaction_id: int,
     counterparty_id: int,
     kind: str,
     stored_at: int,
+    *,
+    posted: int = 0,
+    debits: int = 0,
+    credits: int = 0,
 ) -> dict[str, Any]:
-    """Apply ``change`` (posted, debits pending, credits pending) to ``account`` and return
-    the history row that records it, in storage form (``kind`` as text, the instant in
-    microseconds); the caller moves ``last_entry_at``."""
-    posted, debits_pending, credits_pending = change
+    """Move ``account``'s posted balance and pending debits and credits by these changes and
+    return the history row that records it, in storage form (``kind`` as text, the instant
+    in microseconds); the caller moves ``last_entry_at``."""
     account.posted += posted
-    account.debits_pending += debits_pending
-    account.credits_pending += credits_pending
+    account.debits_pending += debits
+    account.credits_pending += credits
     return {
         "account_id": account.id,
         "community_id": account.community_id,
@@ -1462,8 +1482,8 @@ def _entry(
         "kind": kind,
         "at": stored_at,
         "amount": posted,
-        "debits_pending_change": debits_pending,
-        "credits_pending_change": credits_pending,
+        "debits_pending_change": debits,
+        "credits_pending_change": credits,
         "balance_posted": account.posted,
         "debits_pending": account.debits_pending,
         "credits_pending": account.credits_pending,
@@ -1710,28 +1730,24 @@ def _transaction_from_row(
 
 
 def _transaction_from_draft(
-    transaction_id: int, draft: TransactionDraft, row: dict[str, Any], at: dt.datetime
+    transaction_id: int, draft: TransactionDraft, row: dict[str, Any]
 ) -> Transaction:
     return Transaction(
         id=transaction_id,
         client_id=draft.client_id,
-        status=TransactionStatus.PENDING if draft.pending else TransactionStatus.POSTED,
+        status=TransactionStatus(row["status"]),
         postings=tuple(
-            [
-                Posting(
-                    i, d.source_account_id, d.destination_account_id, d.currency, d.amount, None
-                )
-                for i, d in enumerate(draft.postings)
-            ]
+            Posting(i, p.source_account_id, p.destination_account_id, p.currency, p.amount, None)
+            for i, p in enumerate(draft.postings)
         ),
         memo=draft.memo,
         category=draft.category,
         external_ref=draft.external_ref,
         metadata=draft.metadata,
         effective_date=draft.effective_date,
-        created_at=at,
+        created_at=row["created_at"],
         expires_at=row["expires_at"],
-        resolved_at=None if draft.pending else at,
+        resolved_at=row["resolved_at"],
         reverses_id=None,
         reversed_by_id=None,
     )

@@ -5,9 +5,11 @@ a batch's client ids."""
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from ledger import repository as repo
@@ -112,15 +114,45 @@ def test_on_sqlite_the_client_id_lookup_seeks_the_unique_index_per_id(engine: En
     ], plan
 
 
-def test_many_rows_are_inserted_in_order_across_statements(
+def test_many_rows_are_inserted_whole_across_statements(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On SQLite, rows go in as multi-row statements of at most the parameter limit; on
-    PostgreSQL through executemany. Either way every row arrives whole."""
-    monkeypatch.setattr(repo, "SQLITE_PARAMETERS_MAX", 5)  # two rows of two per statement
-    rows = [{"a": i, "b": None if i % 3 else f"row {i}"} for i in range(7)]
+    """On SQLite, rows go in as multi-row statements of bounded shapes; on PostgreSQL
+    through executemany. Either way every row arrives whole."""
+    monkeypatch.setattr(repo, "ROWS_PER_STATEMENT", 4)  # 11 rows: 4 + 4 + 2 + 1
+    rows = [{"a": i, "b": None if i % 3 else f"row {i}"} for i in range(11)]
     with unit_of_work(engine, write=True) as connection:
         connection.execute(text("CREATE TEMPORARY TABLE scratch (a INTEGER, b VARCHAR(10))"))
         repo.raw(connection).run_many("INSERT INTO scratch (a, b) VALUES (:a, :b)", rows)
         stored = connection.execute(text("SELECT a, b FROM scratch ORDER BY a")).all()
     assert [tuple(row) for row in stored] == [(row["a"], row["b"]) for row in rows]
+
+
+def test_on_sqlite_a_batchs_inserts_are_multi_row_statements(
+    ledger: Ledger, engine: Engine
+) -> None:
+    """Four transactions, of eight history rows: each table's rows go in as one statement
+    (power-of-two counts), not a step per row; a reworded statement that fell back to
+    executemany would show here."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's multi-row inserts")
+    v = village(ledger)
+    traced: list[str] = []
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(traced.append)
+
+    engine.dispose()  # every connection from here on is traced
+    event.listen(engine, "connect", trace)
+    try:
+        ledger.post_transactions(
+            [pay(v.issuance, v.ana, 1), pay(v.issuance, v.hilltop_member, 2)] * 2
+        )
+    finally:
+        event.remove(engine, "connect", trace)
+        engine.dispose()
+    inserts = Counter(s.split(" (")[0] for s in traced if s.startswith("INSERT INTO"))
+    assert inserts["INSERT INTO entries"] == 1, traced
+    assert inserts["INSERT INTO postings"] == 1
+    assert inserts["INSERT INTO transactions"] == 1
+    assert inserts["INSERT INTO events"] == 1
