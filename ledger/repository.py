@@ -30,6 +30,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     true,
     type_coerce,
     update,
@@ -39,6 +40,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from ledger.tables import (
+    UNPOSTED,
     AccountRow,
     CommunityRow,
     CounterRow,
@@ -705,6 +707,8 @@ def list_transactions(
         )
     if status is not None:
         statement = statement.where(transactions.c.status == status)
+        if status != "posted":
+            statement = statement.where(text(UNPOSTED))  # the partial index's own condition
     if since is not None:
         statement = statement.where(transactions.c.created_at >= since)
     if until is not None:

@@ -149,6 +149,59 @@ def test_the_comparison_notices_a_model_the_migrations_lack(
     assert [difference[0] for difference in _differences(empty_engine)] == ["add_table"]
 
 
+def _condition(text_value: str) -> str:
+    """A partial index's condition, spelled alike on both engines (PostgreSQL reflects
+    ``status <> 'posted'`` as ``((status)::text <> 'posted'::text)``)."""
+    return re.sub(r"::\w+|[()\s]", "", text_value)
+
+
+def test_partial_indexes_carry_the_condition_the_models_declare(
+    empty_url: str, empty_engine: Engine
+) -> None:
+    """Autogenerate compares an index's columns, not its condition: checked here."""
+    migrations.upgrade(empty_url)
+    option = f"{empty_engine.dialect.name}_where"
+    declared = {
+        index.name: _condition(str(index.dialect_options[empty_engine.dialect.name]["where"]))
+        for metadata in METADATA
+        for table in metadata.tables.values()
+        for index in table.indexes
+        if index.dialect_options[empty_engine.dialect.name]["where"] is not None
+    }
+    inspector = inspect(empty_engine)
+    built = {
+        index["name"]: _condition(str(index["dialect_options"][option]))
+        for table in inspector.get_table_names()
+        for index in inspector.get_indexes(table)
+        if option in index.get("dialect_options", {})
+    }
+
+    assert declared, "no partial index declared: this test would check nothing"
+    assert built == declared
+
+
+def test_on_sqlite_a_table_keyed_by_one_integer_keeps_its_rows_in_that_key(
+    empty_url: str, empty_engine: Engine
+) -> None:
+    """A single INTEGER primary key is SQLite's rowid; declared BIGINT it becomes a second
+    B-tree beside the table, one more page for every row written."""
+    if empty_engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's rowid tables")
+    migrations.upgrade(empty_url)
+    separate: list[str] = []
+    with empty_engine.connect() as connection:
+        for metadata in METADATA:
+            for table in metadata.tables.values():
+                key = list(table.primary_key.columns)
+                if len(key) != 1 or key[0].type.python_type is not int:
+                    continue
+                origins = connection.exec_driver_sql(f'PRAGMA index_list("{table.name}")')
+                if any(row[3] == "pk" for row in origins):
+                    separate.append(table.name)
+
+    assert separate == []
+
+
 # -- the revisions as files -------------------------------------------------------------------
 
 

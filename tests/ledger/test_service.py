@@ -999,6 +999,11 @@ def listed(ledger: Ledger) -> dict[str, Any]:
     ids["careful"] = _posted(ledger, pay(v.ana, v.bo, 100, category="careful")).id
     ids["hilltop"] = _posted(ledger, pay(v.ana, v.hilltop_member, 100, category="care:elders")).id
     ids["pending"] = _posted(ledger, hold(v.ana, v.capped, 100, category="ecology")).id
+    # Holds that resolved: each leaves the index of unposted transactions as it resolves.
+    voided = _posted(ledger, hold(v.ana, v.capped, 40, category="ecology"))
+    ids["voided"] = ledger.void_pending(voided.id).id
+    posted = _posted(ledger, hold(v.ana, v.capped, 30, category="ecology"))
+    ids["held, posted"] = ledger.post_pending(posted.id).id
     return ids
 
 
@@ -1008,6 +1013,17 @@ LISTINGS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], list[str]]
     ("by category prefix", lambda x: {"category": "care"}, ["childcare", "care", "hilltop"]),
     ("by full category", lambda x: {"category": "care:childcare"}, ["childcare"]),
     ("by status", lambda x: {"status": TransactionStatus.PENDING}, ["pending"]),
+    ("by status voided", lambda x: {"status": TransactionStatus.VOIDED}, ["voided"]),
+    (
+        "by status and category",
+        lambda x: {"status": TransactionStatus.PENDING, "category": "ecology"},
+        ["pending"],
+    ),
+    (
+        "by status posted and category",
+        lambda x: {"status": TransactionStatus.POSTED, "category": "ecology"},
+        ["held, posted"],
+    ),
     (
         "by account and category",
         lambda x: {"account_id": x["village"].hilltop_member, "category": "care"},
@@ -1046,8 +1062,8 @@ def test_list_transactions_by_time_and_page(ledger: Ledger, listed: dict[str, An
     everything = [t.id for t in ledger.list_transactions(limit=1000).items]
     found, pages = _walk(lambda cursor: ledger.list_transactions(cursor=cursor, limit=2))
     assert [t.id for t in found] == everything
-    assert len(set(everything)) == len(everything) == 8
-    assert pages == 4
+    assert len(set(everything)) == len(everything) == 10
+    assert pages == 5
 
 
 def test_effective_date_is_stored_but_never_reorders_history(ledger: Ledger) -> None:
