@@ -194,3 +194,27 @@ def test_reciprocity_matrix_and_clearing_were_measured(tiny: dict[str, Any]) -> 
     assert "## Reciprocity matrix" in rendered
     assert "## Clearing" in rendered
     assert "Not built" not in rendered
+
+
+def test_profiling_counts_the_pages_each_commit_writes() -> None:
+    """``python -m bench.profiling --pages`` names the tables and indexes a single
+    transfer's commit writes to SQLite's log, and they add up to its total."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.profiling", "--pages", "--n", "20"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = dict(
+        line.strip("|").split(" | ")
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| table")
+    )
+    pages = {name.strip(): float(count) for name, count in rows.items()}
+    total = pages.pop("all")
+    for written in ("transactions", "postings", "entries", "accounts", "events", "counters"):
+        assert pages.get(written, 0) >= 1, done.stdout
+    assert abs(sum(pages.values()) - total) < 0.01 * len(pages), done.stdout
