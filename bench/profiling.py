@@ -26,6 +26,7 @@ checkpoints off, it grows the log by about 100 KiB per transfer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import os
@@ -168,7 +169,7 @@ def _print_pages(engine: Engine, federation: Federation, count: int) -> None:
     database = str(engine.url.database)
     log = database + "-wal"
     ledger = build_ledger(engine)
-    with sqlite3.connect(database) as connection:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
         page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
     frame = FRAME_HEADER + page_size
     written: Counter[int] = Counter()
@@ -182,7 +183,7 @@ def _print_pages(engine: Engine, federation: Federation, count: int) -> None:
             {struct.unpack_from(">I", frames, at)[0] for at in range(0, len(frames), frame)}
         )
     engine.dispose()
-    with sqlite3.connect(database) as connection:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
         owner = dict(connection.execute("SELECT pageno, name FROM dbstat"))
     by_tree: Counter[str] = Counter()
     for page, commits in written.items():

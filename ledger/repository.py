@@ -28,9 +28,9 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
-    text,
     true,
     type_coerce,
     update,
@@ -40,7 +40,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from ledger.tables import (
-    UNPOSTED,
     AccountRow,
     CommunityRow,
     CounterRow,
@@ -708,7 +707,9 @@ def list_transactions(
     if status is not None:
         statement = statement.where(transactions.c.status == status)
         if status != "posted":
-            statement = statement.where(text(UNPOSTED))  # the partial index's own condition
+            # SQLite uses a partial index only when the query repeats its condition with a
+            # literal, never a parameter: see ``tables.UNPOSTED``.
+            statement = statement.where(transactions.c.status != literal_column("'posted'"))
     if since is not None:
         statement = statement.where(transactions.c.created_at >= since)
     if until is not None:

@@ -124,7 +124,7 @@ class AccountRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(Instant)
 
 
-# The condition of the index on transactions that are not posted (holds, voided, expired).
+# The condition of the index on transactions that are not posted (pending, voided, expired).
 UNPOSTED = "status <> 'posted'"
 
 
@@ -135,8 +135,8 @@ class TransactionRow(Base):
         Index(None, "category", "created_at"),
         Index(None, "created_at"),
         # A posted payment, nearly every row, never writes to it. A query uses it when it
-        # says ``UNPOSTED`` word for word (SQLite proves a partial index's condition only
-        # from the same term, never from a parameter): ``repository.list_transactions`` does.
+        # repeats ``UNPOSTED`` with a literal (SQLite proves a partial index's condition
+        # only from the same term, never from a parameter): ``repository.list_transactions``.
         Index(
             "ix_transactions_unposted_status_created_at",
             "status",

@@ -6,6 +6,9 @@ commit; these two cut about two of them (the events' separate primary-key index,
 ``(status, expires_at)`` index every posted row entered, which no query ordered by: expiry
 reads ``holds``). With ``synchronous=FULL`` each page is a WAL frame the commit waits for.
 
+Building the new index holds writes to ``transactions`` until it is built, on PostgreSQL
+as on SQLite (which also copies ``events`` once): run the upgrade while no one posts.
+
 Revision ID: 2026_12_03_0005
 Revises: 2026_11_27_0004
 Create Date: 2026-12-03 13:00:00.000000

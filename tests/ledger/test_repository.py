@@ -180,7 +180,7 @@ def test_listing_an_unposted_status_can_use_the_index_of_unposted_transactions(
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     (statement, parameters), *_ = statements
-    with unit_of_work(engine, write=False) as connection:
+    with unit_of_work(engine, write=False, snapshot=True) as connection:  # SET LOCAL needs one
         if engine.dialect.name == "sqlite":
             plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
         else:  # a table this small is read whole unless scanning is ruled out
