@@ -26,8 +26,8 @@ from typing import Any
 
 from api.app import build_ledger
 from bench.databases import Databases
+from bench.generator import stream
 from bench.measure import latency, now, rate, say
-from bench.workload import stream
 from exchange.model import ProtocolSpec
 from exchange.service import Exchange
 from ledger.database import make_engine

@@ -69,14 +69,14 @@ class Databases:
             return f"sqlite:///{self._sqlite_path(name)}"
         return f"{self.postgres_base}/{self.prefix}{name}"
 
-    def template(self, backend: str, shared: dict[str, Any]) -> Federation:
+    def template(self, backend: str, workload: dict[str, Any]) -> Federation:
         """Build the template once per backend; the federation is the same in every clone."""
         if backend not in self.federations:
             url = self.fresh(backend, "template")
             engine = self.setup_engine(url)
             try:
                 self.federations[backend] = build_federation(
-                    build_ledger(engine), shared, exchange=self.exchange
+                    build_ledger(engine), workload, exchange=self.exchange
                 )
                 if backend == "sqlite":
                     with engine.connect() as connection:

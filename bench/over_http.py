@@ -23,9 +23,10 @@ from typing import Any
 
 from api.app import build_ledger
 from bench.databases import Databases
+from bench.generator import Transfer, expected_deltas, stream
 from bench.measure import latency, now, rate, say
 from bench.server import Client, Server, create_key, encode
-from bench.workload import Federation, Transfer, chunks, expected_deltas, stream
+from bench.workload import Federation, chunks
 from ledger.database import make_engine
 
 WARMUP_REQUESTS = 20

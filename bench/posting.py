@@ -18,8 +18,9 @@ from sqlalchemy import Engine, func, select
 
 from api.app import build_ledger
 from bench.databases import Databases
+from bench.generator import expected_deltas, stream
 from bench.measure import latency, now, rate, say
-from bench.workload import Federation, chunks, expected_deltas, stream
+from bench.workload import Federation, chunks
 from exchange.tables import ReciprocityFlowRow
 from ledger import repository as repo
 from ledger.database import make_engine, unit_of_work

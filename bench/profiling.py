@@ -41,8 +41,9 @@ from sqlalchemy import Engine, event
 
 from api.app import build_ledger
 from bench.databases import Databases
+from bench.generator import stream
 from bench.measure import now, say
-from bench.workload import PRIVATE_DIR, Federation, Scratch, chunks, load_shared, stream
+from bench.workload import PRIVATE_DIR, Federation, Scratch, chunks, load_workload
 from ledger.database import make_engine
 from ledger.service import BATCH_MAX, Ledger
 
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.postgres_url, scratch, "bench_profiling_", exchange=not args.bare_ledger
     )
     try:
-        federation = databases.template(args.backend, load_shared(args.n, scratch.data))
+        federation = databases.template(args.backend, load_workload(args.n))
         if args.pages:
             _print_pages(make_engine(databases.clone(args.backend, "pages")), federation, args.n)
             return 0

@@ -149,6 +149,13 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "post_tps",
                 target=2.0,
             )
+            add(
+                f"in-process single, {name}",
+                single,
+                "transfers/s",
+                "pgledger_pg_single",
+                "post_tps",
+            )
         batch_label = f"in-process batches of {number(_batch_size(results))}, {name}"
         add(batch_label, batch, "transfers/s", f"naive_{short}_bulk", "post_tps", target=0.6)
         add(batch_label, batch, "transfers/s", f"naive_{short}_batch", "post_tps")
@@ -181,7 +188,8 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         size = number(dig(results, "reads", backend, "large", "postings"))
         balance = dig(large, "balance", "p50_ms")
-        for peer in (f"naive_{short}_single", *(("hordak_pg_single",) * (backend != "sqlite"))):
+        pg_peers = ("hordak_pg_single", "pgledger_pg_single") if backend != "sqlite" else ()
+        for peer in (f"naive_{short}_single", *pg_peers):
             add(
                 f"one balance p50, {name}, {size} postings",
                 balance,
@@ -411,7 +419,41 @@ def _heading(results: dict[str, Any]) -> str:
             if dig(results, "config", "exchange_configured")
             else "; --bare-ledger: no exchange configured, so no reciprocity is recorded."
         )
+        + _peers_summary(results)
     )
+
+
+def peer_summary(results: dict[str, Any]) -> str:
+    """One sentence: which peers ran, and each absent optional peer with why it is absent."""
+    peers = results.get("peers")
+    reason = _why_not(peers)
+    if reason is not None or not isinstance(peers, dict):
+        return f"Peers: none ({reason})."
+    ran = sorted(
+        {
+            str(run.get("peer", name)).split(" (")[0]
+            for name, run in peers.get("runs", {}).items()
+            if isinstance(run, dict) and "post_tps" in run
+        }
+    )
+    parts = [f"Peers: {', '.join(ran) if ran else 'none'} ran"]
+    absent = peers.get("absent") or {}
+    if absent:
+        parts.append(
+            "absent: " + "; ".join(f"{peer} ({why})" for peer, why in sorted(absent.items()))
+        )
+    failed = [
+        name
+        for name, run in peers.get("runs", {}).items()
+        if isinstance(run, dict) and ("failed" in run or "error" in run)
+    ]
+    if failed:
+        parts.append(f"failed: {', '.join(failed)}")
+    return "; ".join(parts) + "."
+
+
+def _peers_summary(results: dict[str, Any]) -> str:
+    return "\n" + peer_summary(results)
 
 
 def _posting(results: dict[str, Any]) -> str:
@@ -768,8 +810,16 @@ def _peers(results: dict[str, Any]) -> str:
         return f"## Peers\n{reason}"
     rows = []
     for name, run in peers["runs"].items():
-        if "missing" in run:
-            rows.append([name, "missing", "", "", "", ""])
+        status = next(
+            (
+                f"{key}: {run[key]}"
+                for key in ("absent", "skipped", "failed", "error", "missing")
+                if key in run
+            ),
+            None,
+        )
+        if status is not None:
+            rows.append([name, status, "", "", "", ""])
             continue
         rows.append(
             [
@@ -790,7 +840,7 @@ def _peers(results: dict[str, Any]) -> str:
         "balances ok",
     ]
     where = (
-        f"run.sh in this run, N = {number(peers.get('n'))}, {number(peers.get('seconds'))} s"
+        f"in this run, N = {number(peers.get('n'))}, {number(peers.get('seconds'))} s"
         if peers.get("same_run")
         else f"read from {peers.get('out')}: NOT this run, so the ratios mix two runs"
     )

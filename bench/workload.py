@@ -1,11 +1,9 @@
-"""The shared workload and how it maps into Heartleaf.
+"""The benchmark's workload and how it maps into Heartleaf.
 
-``../shared/peers/gen_workload.py`` defines the work every peer does: 1,000 accounts in 10
+``bench.generator`` defines the work Heartleaf and every peer do: 1,000 accounts in 10
 communities, transfers between random distinct accounts, amounts of 1..100,000 minor
-units, seed 42. We import it (never edit it), let it write its files under the scratch
-directory (``bench/.peers/data`` by default, where the peers' run reads them too), and
-check that our streaming copy of its generator yields exactly its transfers, so the
-history builds can go past N (to a million postings) on the same stream.
+units, seed 42, drawn as a stream so the history builds can go past N (to a million
+postings) on the same transfers.
 
 The mapping: community ``i // 100`` becomes community ``c0i``; one federation-wide currency
 (Leaves, the currency the federation shares across communities, so cross-community
@@ -28,17 +26,13 @@ observer then records nothing: the ledger core alone.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import random
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from bench.generator import Transfer, generate, stream
 from exchange.reciprocity import Reciprocity
 from exchange.service import Exchange
 from ledger.model import AccountType, CurrencyKind, PostingDraft, TransactionDraft
@@ -46,21 +40,20 @@ from ledger.service import Ledger
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPOSITORY_DIR = BENCH_DIR.parent
-PEERS_DIR = REPOSITORY_DIR.parent / "shared" / "peers"
-PRIVATE_DIR = BENCH_DIR / ".peers"  # gitignored: workload files, databases, peer venv
+PRIVATE_DIR = BENCH_DIR / ".peers"  # gitignored: databases, logs, the peers' venv
 
 
 @dataclass(frozen=True, slots=True)
 class Scratch:
     """Where one run keeps its files: workload, SQLite databases, server logs.
 
-    The default is ``bench/.peers`` (gitignored), beside the peers' files; the test of the
-    benchmark passes a temporary directory so it never touches a real run's databases."""
+    The default is ``bench/.peers`` (gitignored); the test of the benchmark passes a
+    temporary directory so it never touches a real run's databases."""
 
     root: Path
 
     @property
-    def data(self) -> Path:  # the shared workload's files (PEERS_DATA)
+    def data(self) -> Path:  # the peers' files
         return self.root / "data"
 
     @property
@@ -81,8 +74,6 @@ class Scratch:
         return self
 
 
-SEED = 42  # gen_workload.SEED
-ACCOUNT_COUNT = 1000  # gen_workload.N_ACCOUNTS
 CURRENCY = "LEAF"
 SCALE = 2
 # 100 million Leaves per member: far above what any member sends in ten million transfers
@@ -93,51 +84,11 @@ UNIT = "FRU"  # the reference unit
 # What each community may owe the rest of the network, in minor units of the unit: checked
 # on every cross-community transfer, far above what the workload's random walk reaches.
 CREDIT_LIMIT = 10**15
-Transfer = tuple[int, int, int, int]  # (key, source index, destination index, amount)
 
 
-def generator(data_dir: Path) -> ModuleType:
-    """The peers' ``gen_workload`` module, writing under ``data_dir``."""
-    spec = importlib.util.spec_from_file_location("gen_workload", PEERS_DIR / "gen_workload.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {PEERS_DIR / 'gen_workload.py'}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    vars(module)["DATA"] = str(data_dir)  # read by load() and main() when they run
-    return module
-
-
-def load_shared(n: int, data_dir: Path) -> dict[str, Any]:
-    """The shared workload of ``n`` transfers, checked against our streaming generator."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(sys.stderr):  # its "wrote workload" line is progress
-        shared: dict[str, Any] = generator(data_dir).load(n)
-    ours = [list(t) for t in stream(0, n)]
-    if ours != shared["transfers"] or expected_deltas(0, n) != shared["expected_balances"]:
-        raise RuntimeError("bench.workload.stream no longer matches gen_workload.py")
-    return shared
-
-
-def stream(start: int, stop: int) -> Iterator[Transfer]:
-    """Transfers ``start .. stop - 1`` of the shared stream (gen_workload's exact draws)."""
-    rng = random.Random(SEED)
-    for key in range(stop):
-        source = rng.randrange(ACCOUNT_COUNT)
-        destination = rng.randrange(ACCOUNT_COUNT - 1)
-        if destination >= source:
-            destination += 1
-        amount = rng.randint(1, 100_000)
-        if key >= start:
-            yield key, source, destination, amount
-
-
-def expected_deltas(start: int, stop: int) -> list[int]:
-    """What transfers ``start .. stop - 1`` do to each workload account's balance."""
-    deltas = [0] * ACCOUNT_COUNT
-    for _key, source, destination, amount in stream(start, stop):
-        deltas[source] -= amount
-        deltas[destination] += amount
-    return deltas
+def load_workload(n: int) -> dict[str, Any]:
+    """The workload of ``n`` transfers (``bench.generator.generate``)."""
+    return generate(n)
 
 
 def chunks(start: int, stop: int, size: int) -> Iterator[list[Transfer]]:
@@ -216,11 +167,11 @@ def client_id(key: int) -> str:
 
 
 def build_federation(
-    ledger: Ledger, shared: dict[str, Any], *, exchange: bool = True
+    ledger: Ledger, workload: dict[str, Any], *, exchange: bool = True
 ) -> Federation:
     """Communities, the currency, 1,000 members and 10 issuance accounts, then funding;
     with ``exchange``, the federation's exchange and credit lines as well."""
-    accounts = shared["accounts"]
+    accounts = workload["accounts"]
     community_count = 1 + max(a["community"] for a in accounts)
     slugs = tuple(f"c{index:02d}" for index in range(community_count))
     for index, slug in enumerate(slugs):
