@@ -42,10 +42,12 @@ from api.schemas import (
     CommunityCreate,
     CommunityPublic,
     CurrencyCreate,
+    CurrencyPolicyUpdate,
     CurrencyPublic,
     EventPage,
     EventPublic,
     Health,
+    IssuanceAccountSupply,
     KeyCreate,
     KeyCreated,
     KeyPublic,
@@ -55,6 +57,7 @@ from api.schemas import (
     Problem,
     ReversalCreate,
     StatementLinePublic,
+    SupplyPublic,
     TransactionCreate,
     TransactionPublic,
     parse_instant,
@@ -63,6 +66,7 @@ from api.schemas import (
 from api.tables import IdempotencyRow
 from exchange.reciprocity import ReciprocityObserver
 from ledger import model
+from ledger.authority import Actor, ActorRole
 from ledger.database import run_in_transaction
 from ledger.errors import Code, LedgerError
 from ledger.group_commit import GroupCommit
@@ -210,6 +214,16 @@ async def _storable_parameters(request: Request) -> None:
 def _require(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         raise LedgerError(Code.FORBIDDEN, f"A {principal.role} key cannot do this.")
+
+
+def _actor(principal: Principal) -> Actor:
+    """Who a key's writes act for; the ledger checks its authority inside each write."""
+    if principal.role == Role.FEDERATION:
+        return Actor(ActorRole.FEDERATION)
+    if principal.role == Role.TREASURER:
+        return Actor(ActorRole.TREASURER, principal.community_id)
+    # Viewers and auditors write nothing: every writing route requires another role first.
+    raise LedgerError(Code.FORBIDDEN, f"A {principal.role} key cannot do this.")
 
 
 def _visible_account(state: State, principal: Principal, account_id: int) -> model.Account:
@@ -494,6 +508,32 @@ def get_community(
     return CommunityPublic.model_validate(state.ledger.get_community(slug), from_attributes=True)
 
 
+def _set_community_status(
+    state: State, principal: Principal, slug: str, status: model.CommunityStatus
+) -> CommunityPublic:
+    _require(principal, Role.FEDERATION)
+    community = state.ledger.set_community_status(slug, status)
+    return CommunityPublic.model_validate(community, from_attributes=True)
+
+
+@v1.post("/communities/{slug}/suspend", response_model=CommunityPublic, tags=["communities"])
+def suspend_community(
+    slug: Annotated[str, Path(max_length=64)], state: StateDep, principal: PrincipalDep
+) -> CommunityPublic:
+    """Suspend a community (federation keys only): its accounts make and receive no
+    payments and it opens none, while its history stays readable. Suspending twice is the
+    same as once."""
+    return _set_community_status(state, principal, slug, model.CommunityStatus.SUSPENDED)
+
+
+@v1.post("/communities/{slug}/resume", response_model=CommunityPublic, tags=["communities"])
+def resume_community(
+    slug: Annotated[str, Path(max_length=64)], state: StateDep, principal: PrincipalDep
+) -> CommunityPublic:
+    """Lift a community's suspension (federation keys only)."""
+    return _set_community_status(state, principal, slug, model.CommunityStatus.ACTIVE)
+
+
 @v1.post("/currencies", status_code=201, response_model=CurrencyPublic, tags=["currencies"])
 def create_currency(
     body: CurrencyCreate,
@@ -512,6 +552,8 @@ def create_currency(
             name=body.name,
             symbol=body.symbol,
             issuer=body.issuer,
+            held_in=body.held_in,
+            circulation_cap=body.circulation_cap,
         )
         return 201, _json(CurrencyPublic.model_validate(currency, from_attributes=True))
 
@@ -532,7 +574,59 @@ def list_currencies(state: StateDep, principal: PrincipalDep) -> list[CurrencyPu
 def get_currency(
     code: Annotated[str, Path(max_length=32)], state: StateDep, principal: PrincipalDep
 ) -> CurrencyPublic:
-    return CurrencyPublic.model_validate(state.ledger.get_currency(code), from_attributes=True)
+    return CurrencyPublic.model_validate(
+        state.ledger.get_currency(code, fresh=True), from_attributes=True
+    )
+
+
+@v1.patch("/currencies/{code}", response_model=CurrencyPublic, tags=["currencies"])
+def update_currency_policy(
+    code: Annotated[str, Path(max_length=32)],
+    body: CurrencyPolicyUpdate,
+    state: StateDep,
+    principal: PrincipalDep,
+) -> CurrencyPublic:
+    """The issuer sets where its currency may be held and how much may circulate: a
+    community's treasurer for its Hearts, a federation key for the federation's currencies."""
+    _require(principal, Role.FEDERATION, Role.TREASURER)
+    changes: dict[str, Any] = {
+        name: getattr(body, name)
+        for name in ("held_in", "circulation_cap")
+        if name in body.model_fields_set
+    }
+    if changes.get("held_in", "") is None:
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "held_in is issuer, all or system; it cannot be null.",
+            field="held_in",
+        )
+    currency = state.ledger.set_currency_policy(code, actor=_actor(principal), **changes)
+    return CurrencyPublic.model_validate(currency, from_attributes=True)
+
+
+@v1.get("/currencies/{code}/supply", response_model=SupplyPublic, tags=["currencies"])
+def get_supply(
+    code: Annotated[str, Path(max_length=32)],
+    state: StateDep,
+    principal: PrincipalDep,
+    as_of: InstantQuery = None,
+) -> SupplyPublic:
+    """How much of the currency was issued and redeemed, by which issuance account, and how
+    much circulates, now or as of an instant (any key: issuance is public in a federation)."""
+    instant = _instant(as_of, "as_of")
+    supply = state.ledger.supply(code, as_of=instant)
+    return SupplyPublic(
+        currency=supply.currency,
+        as_of=instant,
+        issued=supply.issued,
+        redeemed=supply.redeemed,
+        in_circulation=supply.in_circulation,
+        circulation_cap=supply.circulation_cap,
+        by_issuance_account=[
+            IssuanceAccountSupply(account_id=a, community=c, issued=i, redeemed=r)
+            for a, c, i, r in supply.by_issuance_account
+        ],
+    )
 
 
 @v1.post("/accounts", status_code=201, response_model=AccountPublic, tags=["accounts"])
@@ -542,15 +636,11 @@ def create_account(
     principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Open an account: the federation anywhere, a treasurer in its own community."""
+    """Open an account: the federation anywhere, a treasurer in its own community, in a
+    currency the community may hold; issuance accounts and floors below zero (or none)
+    only by the currency's issuer; system accounts by no key."""
     _require(principal, Role.FEDERATION, Role.TREASURER)
-    if principal.role == Role.TREASURER and body.community != principal.community:
-        # Forbidden, not missing: the directory shows every key every community.
-        raise LedgerError(
-            Code.FORBIDDEN,
-            f"A treasurer key opens accounts in {principal.community} only.",
-            field="community",
-        )
+    actor = _actor(principal)
 
     def create() -> tuple[int, dict[str, Any]]:
         floor: dict[str, Any] = (
@@ -563,6 +653,7 @@ def create_account(
             name=body.name,
             max_balance=body.max_balance,
             metadata=body.metadata,
+            actor=actor,
             **floor,
         )
         return 201, _json(_account_view(account))
@@ -628,6 +719,7 @@ def update_account(
         expected_version=_expected_version(if_match),
         status=body.status,
         metadata=body.metadata,
+        actor=_actor(principal),
         **changes,
     )
     response.headers["ETag"] = _etag(account)
@@ -704,13 +796,12 @@ async def create_transaction(
     # capped them at anyio's 40); ``uvicorn --limit-concurrency`` caps a server's.
     _require(principal, Role.FEDERATION, Role.TREASURER)
     draft = _draft(body, _client_id(body.client_id, idempotency_key))
-    sources = [p.source_account_id for p in draft.postings]
     try:
-        refusal = await _short_read(state.engine, _sources_allowed, state, principal, sources)
-        if refusal is not None:
-            raise refusal
+        # Whose accounts the draft may move is checked inside the write (ledger.authority).
         outcome = await asyncio.wrap_future(
-            state.group_commit.submit(draft, scope=principal.idempotency_scope)
+            state.group_commit.submit(
+                draft, scope=principal.idempotency_scope, actor=_actor(principal)
+            )
         )
         if outcome.error is not None:
             raise outcome.error
@@ -730,33 +821,11 @@ def create_batch(body: BatchCreate, state: StateDep, principal: PrincipalDep) ->
     its own result; with `atomic`, all of them or none."""
     _require(principal, Role.FEDERATION, Role.TREASURER)
     drafts = [_draft(item, item.client_id) for item in body.transactions]
-    refusals = (
-        [
-            _sources_allowed(state, principal, (p.source_account_id for p in d.postings))
-            for d in drafts
-        ]
-        if principal.role != Role.FEDERATION
-        else [None] * len(drafts)
+    outcomes = state.ledger.post_transactions(
+        drafts, scope=principal.idempotency_scope, atomic=body.atomic, actor=_actor(principal)
     )
-    allowed = [index for index, refusal in enumerate(refusals) if refusal is None]
-    if body.atomic and len(allowed) < len(drafts):
-        outcomes: list[model.Outcome | None] = [
-            model.Outcome(None, refusal or LedgerError(Code.BATCH_ITEM_FAILED))
-            for refusal in refusals
-        ]
-    else:
-        posted = state.ledger.post_transactions(
-            [drafts[i] for i in allowed], scope=principal.idempotency_scope, atomic=body.atomic
-        )
-        outcomes = [
-            None if refusal is None else model.Outcome(None, refusal) for refusal in refusals
-        ]
-        for index, outcome in zip(allowed, posted, strict=True):
-            outcomes[index] = outcome
     results = []
-    for index, maybe in enumerate(outcomes):
-        assert maybe is not None
-        outcome = maybe
+    for index, outcome in enumerate(outcomes):
         if outcome.error is not None:
             state.metrics.transaction_rejected(outcome.error.code)
             results.append(
@@ -940,6 +1009,7 @@ def reverse_transaction(
         client_id=client_id,
         scope=principal.idempotency_scope,
         memo=None if body is None else body.memo,
+        actor=_actor(principal),
     )
     assert outcome.transaction is not None
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None

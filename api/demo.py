@@ -45,7 +45,7 @@ from exchange.model import ProtocolSpec, Window
 from exchange.service import FEDERATION_ACCOUNTS, Exchange
 from ledger.errors import Code, LedgerError
 from ledger.model import AccountType, CurrencyKind, PostingDraft, TransactionDraft
-from ledger.service import Ledger
+from ledger.service import UNSET, Ledger
 
 SCOPE: Final = "demo"
 BY: Final = "demo"
@@ -544,7 +544,7 @@ def _ensure_accounts(ledger: Ledger, plan: _Plan) -> dict[AccountKey, int]:
                 type=account.type,
                 name=account.name,
                 metadata=account.metadata,
-                **({"min_balance": None} if account.floor_free else {}),
+                min_balance=None if account.floor_free else UNSET,
             ).id
     return ids
 

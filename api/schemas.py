@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ledger.authority import HeldIn
 from ledger.model import (
     AccountStatus,
     AccountType,
@@ -315,7 +316,43 @@ class CurrencyCreate(Strict):
         description="The issuing community; null means the federation.",
         examples=["riverbend"],
     )
+    held_in: HeldIn | None = Field(
+        None,
+        description="Where it may be held: issuer (its community only), all, or system "
+        "(system accounts only). Default from its kind: Hearts issuer, the reference unit "
+        "system, the rest all.",
+        examples=["issuer"],
+    )
+    circulation_cap: Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)] | None = Field(
+        None, description="The most that may circulate, in minor units; null: no cap."
+    )
     client_id: ClientId | None = client_id_field()
+
+
+class CurrencyPolicyUpdate(Strict):
+    """What the issuer may change of its currency; fields left out stay as they are."""
+
+    held_in: HeldIn | None = Field(None, description="issuer, all or system.", examples=["issuer"])
+    circulation_cap: Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)] | None = Field(
+        None, description="The most that may circulate, in minor units; null removes the cap."
+    )
+
+
+class IssuanceAccountSupply(BaseModel):
+    account_id: int = Field(description="The issuance account.", examples=[1])
+    community: str = Field(description="Its community.", examples=["riverbend"])
+    issued: int = Field(description="Minor units it put out.", examples=[600000])
+    redeemed: int = Field(description="Minor units that came back to it.", examples=[14850])
+
+
+class SupplyPublic(BaseModel):
+    currency: str = Field(description="Currency code.", examples=["HRB"])
+    as_of: dt.datetime | None = Field(description="The instant asked for; null: now.")
+    issued: int = Field(description="Minor units its issuance accounts put out.")
+    redeemed: int = Field(description="Minor units that came back to them.")
+    in_circulation: int = Field(description="issued minus redeemed.")
+    circulation_cap: int | None = Field(description="The issuer's cap; null: none.")
+    by_issuance_account: list[IssuanceAccountSupply]
 
 
 class CurrencyPublic(BaseModel):
@@ -326,6 +363,10 @@ class CurrencyPublic(BaseModel):
     symbol: str = Field(description="Display symbol.", examples=["♡"])
     issuer: str | None = Field(
         description="Issuing community; null for the federation.", examples=["riverbend"]
+    )
+    held_in: HeldIn = Field(description="issuer, all or system.", examples=["issuer"])
+    circulation_cap: int | None = Field(
+        description="The most that may circulate (minor units); null: no cap.", examples=[None]
     )
     created_at: dt.datetime = Field(description="RFC 3339, UTC.", examples=["2026-11-25T09:00:00Z"])
 

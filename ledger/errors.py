@@ -37,6 +37,12 @@ class Code(StrEnum):
     VERSION_MISMATCH = "version_mismatch"
     ACCOUNT_NOT_EMPTY = "account_not_empty"
     STATUS_CHANGE_INVALID = "status_change_invalid"
+    # Authority (ledger/authority.py), checked inside the write like a floor.
+    ISSUER_INVALID = "issuer_invalid"
+    CURRENCY_NOT_HELD = "currency_not_held"
+    ISSUANCE_NOT_AUTHORIZED = "issuance_not_authorized"
+    SYSTEM_ACCOUNT = "system_account"
+    CIRCULATION_CAP_EXCEEDED = "circulation_cap_exceeded"
     # Transactions, in the order post_transactions checks them.
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     CURRENCY_MISMATCH = "currency_mismatch"
@@ -65,6 +71,11 @@ class Code(StrEnum):
     PROTOCOL_NOT_FOUND = "protocol_not_found"
     PROPOSAL_NOT_FOUND = "proposal_not_found"
     APPROVAL_INVALID = "approval_invalid"
+    # Governed policy (exchange/governance.py raises these).
+    PROPOSAL_EXPIRED = "proposal_expired"
+    APPROVER_NOT_ELIGIBLE = "approver_not_eligible"
+    APPROVAL_SEAT_TAKEN = "approval_seat_taken"
+    VALUATION_BACKDATED = "valuation_backdated"
     CONVERSION_NOT_ALLOWED = "conversion_not_allowed"
     CONVERSION_FORBIDDEN = "conversion_forbidden"
     PROTOCOL_SUSPENDED = "protocol_suspended"
@@ -82,6 +93,9 @@ class Code(StrEnum):
     # Reciprocity (exchange/reciprocity.py raises these).
     COMMUNITY_CREDIT_LIMIT_EXCEEDED = "community_credit_limit_exceeded"
     CLEARING_OBLIGATIONS_CHANGED = "clearing_obligations_changed"
+    SETTLEMENT_REFERENCE_INVALID = "settlement_reference_invalid"
+    SETTLEMENT_OBLIGATION_NOT_FOUND = "settlement_obligation_not_found"
+    SETTLEMENT_EXCEEDS_OUTSTANDING = "settlement_exceeds_outstanding"
     # The HTTP edge (api/ raises these; they live here so there is one catalogue).
     MALFORMED_BODY = "malformed_body"
     UNAUTHENTICATED = "unauthenticated"
@@ -114,7 +128,9 @@ CATALOGUE: dict[Code, Rule] = {
     Code.COMMUNITY_NOT_FOUND: Rule("There is no such community.", 404, False),
     Code.COMMUNITY_EXISTS: Rule("A community with this slug already exists.", 409, False),
     Code.COMMUNITY_SUSPENDED: Rule(
-        "This community is suspended and cannot open accounts.", 409, False
+        "This community is suspended: it opens no accounts and makes or receives no payments.",
+        409,
+        False,
     ),
     Code.CURRENCY_NOT_FOUND: Rule("There is no such currency.", 404, False),
     Code.CURRENCY_EXISTS: Rule("A currency with this code already exists.", 409, False),
@@ -136,6 +152,28 @@ CATALOGUE: dict[Code, Rule] = {
         "Only an account at zero with nothing pending can be closed.", 409, False
     ),
     Code.STATUS_CHANGE_INVALID: Rule("A closed account cannot be reopened.", 409, False),
+    Code.ISSUER_INVALID: Rule(
+        "Hearts are issued by a community; Leaves, external money and the reference unit by "
+        "the federation.",
+        422,
+        False,
+    ),
+    Code.CURRENCY_NOT_HELD: Rule(
+        "The currency's issuer does not let this community hold it.", 403, False
+    ),
+    Code.ISSUANCE_NOT_AUTHORIZED: Rule(
+        "Only a currency's issuer may issue it or grant credit below zero in it.", 403, False
+    ),
+    Code.SYSTEM_ACCOUNT: Rule(
+        "This account belongs to the system: only the operation that owns it moves it.",
+        403,
+        False,
+    ),
+    Code.CIRCULATION_CAP_EXCEEDED: Rule(
+        "The payment would put more of this currency in circulation than its issuer allows.",
+        409,
+        False,
+    ),
     Code.IDEMPOTENCY_CONFLICT: Rule(
         "This id was already used for a different request.", 409, False
     ),
@@ -186,6 +224,29 @@ CATALOGUE: dict[Code, Rule] = {
         409,
         False,
     ),
+    Code.PROPOSAL_EXPIRED: Rule(
+        "The proposed change expired before it had the approvals it needed; propose it again.",
+        409,
+        False,
+    ),
+    Code.APPROVER_NOT_ELIGIBLE: Rule(
+        "This key's approval does not count for this change: the federation's settings say "
+        "whose approvals count, and a community never approves its own credit line.",
+        403,
+        False,
+    ),
+    Code.APPROVAL_SEAT_TAKEN: Rule(
+        "Each community counts once, and a key of this community already proposed or "
+        "approved this change; a key of another community may approve it.",
+        409,
+        False,
+    ),
+    Code.VALUATION_BACKDATED: Rule(
+        "A valuation cannot take effect before the one already in force for that currency; "
+        "give an effective_from at or after it, or none for now.",
+        409,
+        False,
+    ),
     Code.CONVERSION_NOT_ALLOWED: Rule(
         "These currencies do not convert: the federation has set no protocol for the pair.",
         409,
@@ -228,6 +289,21 @@ CATALOGUE: dict[Code, Rule] = {
         "ask for a new proposal.",
         409,
         False,
+    ),
+    Code.SETTLEMENT_REFERENCE_INVALID: Rule(
+        "A settlement names the obligation it pays in metadata.settles (debtor, creditor, "
+        "basis) and pays it from the debtor's community to the creditor's, in valued currencies.",
+        422,
+        False,
+    ),
+    Code.SETTLEMENT_OBLIGATION_NOT_FOUND: Rule(
+        "The settlement plan in force (or the latest executed clearing) has no such obligation "
+        "left to pay; read the plan again.",
+        409,
+        False,
+    ),
+    Code.SETTLEMENT_EXCEEDS_OUTSTANDING: Rule(
+        "The settlement pays more than is outstanding on the obligation it names.", 409, False
     ),
     Code.MALFORMED_BODY: Rule("The request body is not valid JSON.", 400, False),
     Code.UNAUTHENTICATED: Rule(

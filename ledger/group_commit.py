@@ -38,6 +38,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from ledger.authority import OPERATOR, Actor
 from ledger.errors import LedgerError
 from ledger.model import Outcome, TransactionDraft
 from ledger.service import Ledger
@@ -49,6 +50,7 @@ GROUP_MAX = 512
 class _Waiting:
     draft: TransactionDraft
     scope: str
+    actor: Actor
     answer: Future[Outcome] = field(default_factory=Future)
 
 
@@ -65,13 +67,15 @@ class GroupCommit:
         self._writer: threading.Thread | None = None
         self._closed = False
 
-    def submit(self, draft: TransactionDraft, *, scope: str = "") -> Future[Outcome]:
+    def submit(
+        self, draft: TransactionDraft, *, scope: str = "", actor: Actor = OPERATOR
+    ) -> Future[Outcome]:
         """Hand the draft to the writer and return at once; the future holds its outcome (a
         refusal is the outcome's error) or the error its batch raised. An event loop awaits
         it (``asyncio.wrap_future``) without a worker thread. Cancelling the future before
         the writer takes the draft withdraws it; after, cancelling fails and the draft is
         posted. Once closed, each draft is posted alone, on a thread of its own."""
-        waiting = _Waiting(draft, scope)
+        waiting = _Waiting(draft, scope, actor)
         with self._lock:
             if not self._closed:
                 if self._writer is None:
@@ -120,35 +124,39 @@ class GroupCommit:
             self._write(group)
 
     def _write(self, group: list[_Waiting]) -> None:
-        by_scope: dict[str, list[_Waiting]] = {}
+        by_scope: dict[tuple[str, Actor], list[_Waiting]] = {}
         for waiting in group:
             # A future cancelled before the writer took it (an awaiting request that was
             # cancelled) is left out: nothing was answered, nothing is posted. Once taken,
             # it can no longer be cancelled, so every answer below can be set.
             if waiting.answer.set_running_or_notify_cancel():
-                by_scope.setdefault(waiting.scope, []).append(waiting)
-        for scope, batch in by_scope.items():
+                by_scope.setdefault((waiting.scope, waiting.actor), []).append(waiting)
+        for (scope, actor), batch in by_scope.items():
             self.batches_taken += 1
             try:
-                self._write_batch(batch, scope)
+                self._write_batch(batch, scope, actor)
             except Exception as error:  # noqa: BLE001 - its callers raise it; none is left waiting
                 for waiting in batch:
                     if not waiting.answer.done():
                         waiting.answer.set_exception(error)
 
-    def _write_batch(self, batch: list[_Waiting], scope: str) -> None:
+    def _write_batch(self, batch: list[_Waiting], scope: str, actor: Actor) -> None:
         if len(batch) > 1:
             try:
-                outcomes = self.ledger.post_transactions([w.draft for w in batch], scope=scope)
-            except LedgerError:  # an observer refused the whole write: each alone
-                pass
+                outcomes = self.ledger.post_transactions(
+                    [w.draft for w in batch], scope=scope, actor=actor
+                )
+            except Exception:  # noqa: BLE001, S110 - refused or failed whole: each alone, so
+                pass  # one draft's bad input never changes its neighbours' answers
             else:
                 for waiting, outcome in zip(batch, outcomes, strict=True):
                     waiting.answer.set_result(outcome)
                 return
         for waiting in batch:
             try:
-                waiting.answer.set_result(self.ledger.post_transaction(waiting.draft, scope=scope))
+                waiting.answer.set_result(
+                    self.ledger.post_transaction(waiting.draft, scope=scope, actor=actor)
+                )
             except LedgerError as error:
                 waiting.answer.set_result(Outcome(None, error))
             except Exception as error:  # noqa: BLE001 - this caller raises it

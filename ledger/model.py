@@ -90,6 +90,21 @@ class Currency:
     name: str
     symbol: str
     created_at: dt.datetime
+    held_in: str = "all"  # ledger.authority.HeldIn: which communities may hold it
+    circulation_cap: int | None = None  # the most that may be in circulation; None: no cap
+
+
+@dataclass(frozen=True, slots=True)
+class Supply:
+    """A currency's issuance as of an instant, in minor units: what its issuance accounts
+    put out, what came back to them, and the difference, which is in circulation."""
+
+    currency: str
+    issued: int
+    redeemed: int
+    in_circulation: int
+    circulation_cap: int | None
+    by_issuance_account: tuple[tuple[int, str, int, int], ...]  # id, community, issued, redeemed
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -271,9 +272,61 @@ def insert_currency(connection: Connection, values: dict[str, Any]) -> int:
     )
 
 
-def currency_by_code(connection: Connection, code: str) -> RowMapping | None:
+def currency_by_code(connection: Connection, code: str, *, lock: bool = False) -> RowMapping | None:
     statement = _CURRENCY_WITH_ISSUER.where(currencies.c.code == code)
+    if lock:
+        statement = statement.with_for_update(of=currencies)
     return connection.execute(statement).mappings().first()
+
+
+def update_currency(connection: Connection, currency_id: int, values: dict[str, Any]) -> None:
+    connection.execute(update(currencies).where(currencies.c.id == currency_id).values(**values))
+
+
+def lock_currency(connection: Connection, currency_id: int) -> None:
+    """Serialize the writers that change a capped currency's circulation (PostgreSQL;
+    SQLite's BEGIN IMMEDIATE serializes every writer already)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            select(currencies.c.id).where(currencies.c.id == currency_id).with_for_update()
+        )
+
+
+def circulation(connection: Connection, currency_id: int) -> int:
+    """What a currency's issuance accounts have put out, net: minus their balances."""
+    total = connection.execute(
+        select(func.coalesce(func.sum(accounts.c.balance_posted), 0)).where(
+            accounts.c.currency_id == currency_id, accounts.c.type == "issuance"
+        )
+    ).scalar_one()
+    return -int(total)
+
+
+def issuance_totals(
+    connection: Connection, currency_id: int, as_of: dt.datetime | None
+) -> list[tuple[int, str, int, int]]:
+    """Per issuance account of a currency: id, community, issued and redeemed up to
+    ``as_of`` (posted history rows: what left the account and what came back)."""
+    amount = entries.c.amount
+    statement = (
+        select(
+            accounts.c.id,
+            communities.c.slug,
+            func.coalesce(func.sum(case((amount < 0, -amount), else_=0)), 0),
+            func.coalesce(func.sum(case((amount > 0, amount), else_=0)), 0),
+        )
+        .select_from(accounts)
+        .join(communities, communities.c.id == accounts.c.community_id)
+        .outerjoin(
+            entries,
+            (entries.c.account_id == accounts.c.id)
+            & (true() if as_of is None else entries.c.at <= as_of),
+        )
+        .where(accounts.c.currency_id == currency_id, accounts.c.type == "issuance")
+        .group_by(accounts.c.id, communities.c.slug)
+        .order_by(accounts.c.id)
+    )
+    return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in connection.execute(statement)]
 
 
 def list_currencies(connection: Connection) -> Sequence[RowMapping]:
@@ -406,6 +459,9 @@ class LockedRow(NamedTuple):
     debits_pending: int
     credits_pending: int
     last_entry_at: dt.datetime | None
+    type: str
+    community_status: str
+    circulation_cap: int | None
 
 
 def lock_accounts(connection: Connection, account_ids: Iterable[int]) -> list[LockedRow]:
@@ -423,7 +479,7 @@ def lock_accounts(connection: Connection, account_ids: Iterable[int]) -> list[Lo
     lock = " FOR UPDATE OF accounts" if connection.dialect.name == "postgresql" else ""
     rows = raw(connection).fetch(f"{_LOCK_SELECT}{listed} ORDER BY accounts.id{lock}", parameters)
     return [
-        LockedRow(*row[:10], None if row[10] is None else from_micros(row[10]))  # type: ignore[call-arg]
+        LockedRow(*row[:10], None if row[10] is None else from_micros(row[10]), *row[11:])  # type: ignore[call-arg]
         for row in rows
     ]
 
@@ -431,8 +487,10 @@ def lock_accounts(connection: Connection, account_ids: Iterable[int]) -> list[Lo
 _LOCK_SELECT = (
     "SELECT accounts.id, accounts.community_id, accounts.currency_id, currencies.code, "
     "accounts.status, accounts.min_balance, accounts.max_balance, accounts.balance_posted, "
-    "accounts.debits_pending, accounts.credits_pending, accounts.last_entry_at FROM accounts "
-    "JOIN currencies ON currencies.id = accounts.currency_id WHERE accounts.id IN "
+    "accounts.debits_pending, accounts.credits_pending, accounts.last_entry_at, accounts.type, "
+    "communities.status, currencies.circulation_cap FROM accounts "
+    "JOIN currencies ON currencies.id = accounts.currency_id "
+    "JOIN communities ON communities.id = accounts.community_id WHERE accounts.id IN "
 )
 
 

@@ -26,8 +26,9 @@ from typing import Any, Final, NamedTuple, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from ledger import money
+from ledger import authority, money
 from ledger import repository as repo
+from ledger.authority import OPERATOR, Actor, HeldIn
 from ledger.database import run_in_transaction
 from ledger.errors import Code, LedgerError, TransactionRefusedError
 from ledger.model import (
@@ -47,6 +48,7 @@ from ledger.model import (
     Posting,
     PostingDraft,
     StatementLine,
+    Supply,
     Transaction,
     TransactionDraft,
     TransactionStatus,
@@ -149,6 +151,9 @@ class _LockedAccount:
     debits_pending: int
     credits_pending: int
     last_entry_at: dt.datetime | None
+    type: str
+    community_status: str
+    circulation_cap: int | None
 
     def balance(self) -> Balance:
         return Balance(self.posted, self.debits_pending, self.credits_pending)
@@ -210,7 +215,11 @@ class Ledger:
         name: str,
         symbol: str,
         issuer: str | None = None,
+        held_in: HeldIn | None = None,
+        circulation_cap: int | None = None,
     ) -> Currency:
+        """Create a currency. Its kind says who issues it (``authority.KIND_RULES``) and
+        where it is held unless ``held_in`` says otherwise."""
         if (
             isinstance(scale, bool)
             or not isinstance(scale, int)
@@ -222,6 +231,9 @@ class Ledger:
             if repo.currency_by_code(connection, code) is not None:
                 raise LedgerError(Code.CURRENCY_EXISTS, field="code")
             issuer_id = None if issuer is None else _community(connection, issuer).id
+            authority.check_currency_kind(kind, issuer_id)
+            policy = held_in or authority.KIND_RULES[kind].held_in
+            _check_currency_policy(policy, issuer_id, circulation_cap)
             now = self.clock()
             repo.insert_currency(
                 connection,
@@ -232,6 +244,8 @@ class Ledger:
                     "scale": scale,
                     "name": name,
                     "symbol": symbol,
+                    "held_in": str(policy),
+                    "circulation_cap": circulation_cap,
                     "created_at": now,
                 },
             )
@@ -241,9 +255,11 @@ class Ledger:
 
         return self._write_unique(work, Code.CURRENCY_EXISTS, field="code")
 
-    def get_currency(self, code: str) -> Currency:
-        # A currency never changes once created, so what was read once stays true.
-        known = self._currencies.get(code)
+    def get_currency(self, code: str, *, fresh: bool = False) -> Currency:
+        """A currency. Its code, kind, issuer and scale never change once created, so what
+        was read once stays true for them; its policy may change: ``fresh`` reads it anew
+        (every rule that depends on the policy reads the row inside its own write)."""
+        known = None if fresh else self._currencies.get(code)
         if known is None:
             known = self._currencies[code] = self._read(
                 lambda connection: _currency(connection, code)
@@ -254,6 +270,72 @@ class Ledger:
         return self._read(
             lambda connection: [_currency_from_row(row) for row in repo.list_currencies(connection)]
         )
+
+    def set_currency_policy(
+        self,
+        code: str,
+        *,
+        actor: Actor = OPERATOR,
+        held_in: HeldIn | _Unset = UNSET,
+        circulation_cap: int | _Unset | None = UNSET,
+    ) -> Currency:
+        """The issuer changes where its currency may be held or how much may circulate.
+        Accounts already open stay open; a cap below what circulates now is refused."""
+
+        def work(connection: Connection) -> Currency:
+            row = repo.currency_by_code(connection, code, lock=True)
+            if row is None:
+                raise LedgerError(Code.CURRENCY_NOT_FOUND, field="currency")
+            current = _currency_from_row(row)
+            if not actor.is_issuer_of(row["issuer_community_id"]):
+                raise LedgerError(
+                    Code.ISSUANCE_NOT_AUTHORIZED,
+                    f"Only {code}'s issuer ("
+                    + ("the federation" if current.issuer is None else f"{current.issuer}")
+                    + ") sets where it is held and how much of it may circulate.",
+                    field="currency",
+                )
+            policy = current.held_in if isinstance(held_in, _Unset) else held_in
+            cap = (
+                current.circulation_cap if isinstance(circulation_cap, _Unset) else circulation_cap
+            )
+            _check_currency_policy(HeldIn(policy), row["issuer_community_id"], cap)
+            if cap is not None:
+                circulating = repo.circulation(connection, row["id"])
+                if circulating > cap:
+                    raise LedgerError(
+                        Code.LIMIT_BELOW_BALANCE,
+                        f"{circulating} minor units of {code} circulate already, more than a "
+                        f"cap of {cap}; set a cap of at least {circulating}.",
+                        field="circulation_cap",
+                    )
+            repo.update_currency(
+                connection, row["id"], {"held_in": str(policy), "circulation_cap": cap}
+            )
+            self._currencies.pop(code, None)
+            return replace(current, held_in=str(policy), circulation_cap=cap)
+
+        return self._write(work)
+
+    def supply(self, code: str, as_of: dt.datetime | None = None) -> Supply:
+        """How much of a currency its issuance accounts put out and took back, by account,
+        as of ``as_of`` (now when None); the difference is what circulates."""
+
+        def work(connection: Connection) -> Supply:
+            currency = _currency(connection, code)
+            rows = repo.issuance_totals(connection, currency.id, as_of)
+            issued = sum(r[2] for r in rows)
+            redeemed = sum(r[3] for r in rows)
+            return Supply(
+                code,
+                issued,
+                redeemed,
+                issued - redeemed,
+                currency.circulation_cap,
+                tuple((r[0], r[1], r[2], r[3]) for r in rows),
+            )
+
+        return self._read(work)
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -267,11 +349,14 @@ class Ledger:
         min_balance: int | _Unset | None = UNSET,
         max_balance: int | None = None,
         metadata: dict[str, Any] | None = None,
+        actor: Actor = OPERATOR,
     ) -> Account:
         """Open an account. Without ``min_balance`` the floor is 0 (no overdraft), except
-        for issuance accounts, which have none: issuing is what makes them negative."""
+        for issuance and system accounts, which have none: issuing is what makes an
+        issuance account negative. ``actor`` must be allowed to (``authority``)."""
         if isinstance(min_balance, _Unset):
-            min_balance = None if type == AccountType.ISSUANCE else 0
+            unbounded = type == AccountType.ISSUANCE or authority.system_owner(type) is not None
+            min_balance = None if unbounded else 0
         _check_limits(min_balance, max_balance)
         if min_balance is not None and min_balance > 0:  # a new account holds zero
             raise LedgerError(
@@ -284,7 +369,22 @@ class Ledger:
             owner = _community(connection, community)
             if owner.status == CommunityStatus.SUSPENDED:
                 raise LedgerError(Code.COMMUNITY_SUSPENDED, field="community")
-            held = _currency(connection, currency)
+            held_row = repo.currency_by_code(connection, currency)
+            if held_row is None:
+                raise LedgerError(
+                    Code.CURRENCY_NOT_FOUND, f"There is no currency {currency}.", field="currency"
+                )
+            held = _currency_from_row(held_row)
+            authorized_by = authority.check_may_open(
+                actor,
+                account_type=type,
+                community_id=owner.id,
+                community_slug=owner.slug,
+                currency_code=held.code,
+                issuer_community_id=held_row["issuer_community_id"],
+                held_in=HeldIn(held.held_in),
+                min_balance=min_balance,
+            )
             if repo.account_name_taken(connection, owner.id, held.id, name):
                 raise LedgerError(Code.ACCOUNT_NAME_TAKEN, field="name")
             now = self.clock()
@@ -298,6 +398,7 @@ class Ledger:
                     "status": str(AccountStatus.OPEN),
                     "min_balance": min_balance,
                     "max_balance": max_balance,
+                    "authorized_by": authorized_by,
                     "metadata": metadata or {},
                     "balance_posted": 0,
                     "debits_pending": 0,
@@ -355,9 +456,11 @@ class Ledger:
         max_balance: int | _Unset | None = UNSET,
         status: AccountStatus | None = None,
         metadata: dict[str, Any] | None = None,
+        actor: Actor = OPERATOR,
     ) -> Account:
         """Change limits, status or metadata. ``expected_version`` (the API's If-Match)
-        makes the change conditional on nobody having changed the account since."""
+        makes the change conditional on nobody having changed the account since. A
+        system account is changed by no key; a floor below zero only by the issuer."""
 
         def work(connection: Connection) -> Account:
             rows = repo.lock_accounts(connection, [account_id])
@@ -368,12 +471,23 @@ class Ledger:
             if pending and repo.overdue_hold_transactions(connection, [account_id], now):
                 raise _ExpiryNeeded(now)  # judge and store the change on released holds
             current = self._account(connection, account_id, now)
+            authority.check_may_change_account(actor, current.type, account_id)
             if expected_version is not None and expected_version != current.version:
                 raise LedgerError(
                     Code.VERSION_MISMATCH, account_id=account_id, extra={"version": current.version}
                 )
             floor = current.min_balance if isinstance(min_balance, _Unset) else min_balance
             ceiling = current.max_balance if isinstance(max_balance, _Unset) else max_balance
+            held = repo.currency_by_code(connection, current.currency)
+            assert held is not None
+            powered = authority.check_may_change_floor(
+                actor,
+                currency_code=current.currency,
+                issuer_community_id=held["issuer_community_id"],
+                current=current.min_balance,
+                new=floor,
+                account_type=current.type,
+            )
             _check_limits(floor, ceiling)
             balance = current.balance
             if (floor is not None and balance.available < floor) or (
@@ -396,6 +510,11 @@ class Ledger:
                     "metadata": current.metadata if metadata is None else metadata,
                     "version": current.version + 1,
                     "updated_at": now,
+                    **(
+                        {"authorized_by": actor.scope if powered else None}
+                        if floor != current.min_balance
+                        else {}
+                    ),
                 },
             )
             community_id = rows[0].community_id
@@ -411,13 +530,18 @@ class Ledger:
     # -- posting -----------------------------------------------------------------------------
 
     def post_transaction(
-        self, draft: TransactionDraft, *, scope: str = "", hook: WriteHook | None = None
+        self,
+        draft: TransactionDraft,
+        *,
+        scope: str = "",
+        hook: WriteHook | None = None,
+        actor: Actor = OPERATOR,
     ) -> Outcome:
         """Post one transaction; raises the ``LedgerError`` of the rule that refused it.
 
         ``hook`` lets a layer above (exchange/) check its own rules and record its own rows
         inside the same unit of work, after the accounts are locked."""
-        (outcome,) = self.post_transactions([draft], scope=scope, hook=hook)
+        (outcome,) = self.post_transactions([draft], scope=scope, hook=hook, actor=actor)
         if outcome.error is not None:
             raise outcome.error
         return outcome
@@ -429,8 +553,13 @@ class Ledger:
         scope: str = "",
         atomic: bool = False,
         hook: WriteHook | None = None,
+        actor: Actor = OPERATOR,
     ) -> list[Outcome]:
         """Post a batch: one outcome per draft, in order, all in one unit of work.
+
+        ``actor`` is who the batch acts for: each posting's source must be an account it
+        may spend from, and no posting moves a system account outside its own operation
+        (``authority.posting_refusal``), checked on the rows the write locked.
 
         Each draft is judged on the balances (and an observer's state: reciprocity
         positions) the drafts before it left, and refused alone. With ``atomic``
@@ -451,6 +580,7 @@ class Ledger:
             "hashes": hashes,
             "scope": scope,
             "atomic": atomic,
+            "actor": actor,
         }
         for _attempt in range(3):
             try:
@@ -499,6 +629,7 @@ class Ledger:
         hook: WriteHook | None = None,
         reversal_of: int | None = None,
         observe: bool = True,
+        actor: Actor = OPERATOR,
     ) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(drafts)
         for index, error in enumerate(shape_errors):
@@ -552,6 +683,7 @@ class Ledger:
 
         accepted: list[tuple[int, TransactionDraft, dt.datetime]] = []
         first_by_client_id: dict[str, int] = {}
+        circulation = _Circulation(before)
         for index, draft in enumerate(drafts):
             if outcomes[index] is not None:
                 continue
@@ -570,7 +702,9 @@ class Ledger:
                 for a in touched
                 if a in locked
             ]
-            error = _apply_draft(draft, locked, touched)
+            error = _apply_draft(draft, locked, touched, actor) or circulation.check(
+                connection, locked, touched
+            )
             if error is not None:
                 for account, posted, debits, credits in saved:  # undo the partial application
                     account.posted = posted
@@ -766,8 +900,9 @@ class Ledger:
         return results
 
     def post_within(self, connection: Connection, draft: TransactionDraft) -> Transaction:
-        """Post ``draft`` inside a unit of work already open (an observer's own bookkeeping),
-        all or nothing with it; observers are not told of it."""
+        """Post ``draft`` inside a unit of work already open (an observer's own bookkeeping,
+        which moves the observer's system accounts: no key reaches this), all or nothing
+        with it; observers are not told of it."""
         (outcome,) = self._post_batch(
             connection,
             [draft],
@@ -995,11 +1130,14 @@ class Ledger:
         client_id: str | None = None,
         scope: str = "",
         memo: str | None = None,
+        actor: Actor = OPERATOR,
     ) -> Outcome:
         """Post the mirror image of a posted transaction, linked both ways, at most once.
 
         A posted pending transaction reverses the amounts that actually moved. The
-        reversal is an ordinary transaction: limits and account status apply to it.
+        reversal is an ordinary transaction: limits and account status apply to it, and
+        ``actor`` must be allowed to spend from its sources (what the original paid in);
+        system accounts it mirrors move as the original's operation moved them.
         """
         original = self.get_transaction(transaction_id)
         if original.reversed_by_id is not None and client_id is None:
@@ -1048,6 +1186,7 @@ class Ledger:
                     scope,
                     False,
                     reversal_of=transaction_id,
+                    actor=actor.running(authority.REVERSAL),
                 )
             except _DraftRefused as refused:  # an observer refused the reversal itself
                 raise refused.error from None
@@ -1244,6 +1383,64 @@ class Ledger:
 # -- validation ------------------------------------------------------------------------------
 
 
+def _check_currency_policy(held_in: HeldIn, issuer_id: int | None, cap: int | None) -> None:
+    if held_in == HeldIn.ISSUER and issuer_id is None:
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "A federation currency is held in every community (all) or in system accounts "
+            "only (system); issuer applies to a community's own currency.",
+            field="held_in",
+        )
+    if cap is not None and not (isinstance(cap, int) and 0 <= cap <= money.AMOUNT_MAX):
+        raise LedgerError(
+            Code.AMOUNT_OUT_OF_RANGE,
+            f"A circulation cap is a whole number of minor units from 0 to {money.AMOUNT_MAX}.",
+            field="circulation_cap",
+        )
+
+
+class _Circulation:
+    """A batch's running circulation of each capped currency it issues from.
+
+    Read once per currency per batch, under the currency's lock, then moved by what each
+    accepted draft took out of (or paid into) the issuance accounts it locked."""
+
+    def __init__(self, before: dict[int, _LockedAccount]) -> None:
+        self.before = before
+        self.base: dict[int, int] = {}  # circulation outside this batch's locked accounts
+
+    def check(
+        self, connection: Connection, locked: dict[int, _LockedAccount], touched: list[int]
+    ) -> LedgerError | None:
+        for account_id in touched:
+            account = locked[account_id]
+            if account.type != AccountType.ISSUANCE or account.circulation_cap is None:
+                continue
+            currency_id = account.currency_id
+            if currency_id not in self.base:
+                repo.lock_currency(connection, currency_id)
+                issuers = [a for a in self.before.values() if a.currency_id == currency_id]
+                stored = repo.circulation(connection, currency_id)
+                self.base[currency_id] = stored + sum(
+                    a.posted for a in issuers if a.type == AccountType.ISSUANCE
+                )
+            now = self.base[currency_id] - sum(
+                a.posted
+                for a in locked.values()
+                if a.currency_id == currency_id and a.type == AccountType.ISSUANCE
+            )
+            if now > account.circulation_cap:
+                return LedgerError(
+                    Code.CIRCULATION_CAP_EXCEEDED,
+                    f"{account.currency} would have {now} minor units in circulation, above "
+                    f"its issuer's cap of {account.circulation_cap}; issue less, or ask the "
+                    "issuer to raise the cap.",
+                    account_id=account_id,
+                    extra={"circulation_cap": account.circulation_cap, "in_circulation": now},
+                )
+        return None
+
+
 def _check_limits(min_balance: int | None, max_balance: int | None) -> None:
     for name, value in (("min_balance", min_balance), ("max_balance", max_balance)):
         if value is not None and (
@@ -1287,17 +1484,45 @@ def _shape_error(draft: TransactionDraft) -> LedgerError | None:
 
 
 def _apply_draft(
-    draft: TransactionDraft, locked: dict[int, _LockedAccount], touched: list[int]
+    draft: TransactionDraft,
+    locked: dict[int, _LockedAccount],
+    touched: list[int],
+    actor: Actor = OPERATOR,
 ) -> LedgerError | None:
     """Apply the draft to the locked balances in memory; the first rule it breaks, if any.
 
-    The straight line of transaction rules, in ``Code`` order. The caller restores the
-    balances when this returns an error.
+    The straight line of transaction rules, in ``Code`` order (authority right after
+    existence, so a refusal never tells an actor more than it may see). The caller
+    restores the balances when this returns an error.
     """
     for posting in draft.postings:
         for account_id in (posting.source_account_id, posting.destination_account_id):
             if account_id not in locked:
                 return LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+    for posting in draft.postings:
+        for account_id, is_source in (
+            (posting.source_account_id, True),
+            (posting.destination_account_id, False),
+        ):
+            account = locked[account_id]
+            refusal = authority.posting_refusal(
+                actor,
+                account_id=account_id,
+                account_type=account.type,
+                community_id=account.community_id,
+                source=is_source,
+            )
+            if refusal is not None:
+                return refusal
+    for posting in draft.postings:
+        for account_id in (posting.source_account_id, posting.destination_account_id):
+            if locked[account_id].community_status == CommunityStatus.SUSPENDED:
+                return LedgerError(
+                    Code.COMMUNITY_SUSPENDED,
+                    f"The community of account {account_id} is suspended by the federation: "
+                    "its accounts make and receive no payments until it is resumed.",
+                    account_id=account_id,
+                )
     for posting in draft.postings:
         for account_id in (posting.source_account_id, posting.destination_account_id):
             if locked[account_id].currency != posting.currency:
@@ -1658,6 +1883,8 @@ def _currency_from_row(row: RowMapping) -> Currency:
         row["name"],
         row["symbol"],
         row["created_at"],
+        row["held_in"],
+        row["circulation_cap"],
     )
 
 
@@ -1674,6 +1901,9 @@ def _locked_from_row(row: Any) -> _LockedAccount:
         debits_pending=row.debits_pending,
         credits_pending=row.credits_pending,
         last_entry_at=row.last_entry_at,
+        type=row.type,
+        community_status=row.community_status,
+        circulation_cap=row.circulation_cap,
     )
 
 

@@ -89,6 +89,10 @@ class CurrencyRow(Base):
     scale: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
     symbol: Mapped[str] = mapped_column(String(16))
+    # The issuer's holding policy: ``ledger.authority.HeldIn`` (issuer, all, system).
+    held_in: Mapped[str] = mapped_column(String(16))
+    # The most that may be in circulation (minor units); None: no cap.
+    circulation_cap: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(Instant)
 
 
@@ -113,6 +117,9 @@ class AccountRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     min_balance: Mapped[int | None] = mapped_column(BigInteger)
     max_balance: Mapped[int | None] = mapped_column(BigInteger)
+    # Who gave the account its power to issue or to go below zero (an ``Actor.scope``):
+    # the currency's issuer, or the operator. None for an account with neither power.
+    authorized_by: Mapped[str | None] = mapped_column(String(64))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     balance_posted: Mapped[int] = mapped_column(BigInteger)
     debits_pending: Mapped[int] = mapped_column(BigInteger)

@@ -79,6 +79,7 @@ FORBIDDEN = Expect(403, "forbidden")
 ACCOUNT_HIDDEN = Expect(404, "account_not_found")
 TRANSACTION_HIDDEN = Expect(404, "transaction_not_found")
 COMMUNITY_HIDDEN = Expect(404, "community_not_found")
+NOT_ISSUER = Expect(403, "issuance_not_authorized")
 
 
 def roles(
@@ -252,6 +253,10 @@ def _get(url: str) -> Callable[[World, str], Call]:
     return lambda w, caller: Call("GET", url)
 
 
+def _post(url: str) -> Callable[[World, str], Call]:
+    return lambda w, caller: Call("POST", url)
+
+
 MATRIX: dict[tuple[str, str], Row] = {
     # -- operations and documentation: no key needed -------------------------------------------
     ("GET", "/healthz"): Row(_get("/healthz"), PUBLIC),
@@ -276,8 +281,20 @@ MATRIX: dict[tuple[str, str], Row] = {
         ),
         federation_only(CREATED),
     ),
+    ("POST", "/v1/communities/{slug}/suspend"): Row(
+        _post("/v1/communities/hilltop/suspend"), federation_only(OK)
+    ),
+    ("POST", "/v1/communities/{slug}/resume"): Row(
+        _post("/v1/communities/hilltop/resume"), federation_only(OK)
+    ),
     ("GET", "/v1/currencies"): Row(_get("/v1/currencies"), anyone()),
     ("GET", "/v1/currencies/{code}"): Row(_get("/v1/currencies/HRB"), anyone()),
+    # Riverbend issues HRB: its treasurer sets the policy; the federation is no issuer of it.
+    ("PATCH", "/v1/currencies/{code}"): Row(
+        lambda w, caller: Call("PATCH", "/v1/currencies/HRB", {"circulation_cap": 10**12}),
+        roles(federation=NOT_ISSUER, treasurer=OK, other_treasurer=NOT_ISSUER),
+    ),
+    ("GET", "/v1/currencies/{code}/supply"): Row(_get("/v1/currencies/HRB/supply"), anyone()),
     # -- accounts ------------------------------------------------------------------------------
     ("POST", "/v1/accounts"): Row(
         lambda w, caller: Call(

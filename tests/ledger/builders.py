@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.authority import HeldIn
 from ledger.model import AccountStatus, AccountType, CurrencyKind, PostingDraft, TransactionDraft
 from ledger.service import Ledger
 
@@ -25,8 +26,8 @@ def hold(
 
 @dataclass(frozen=True)
 class Village:
-    """Two communities: Riverbend with Hearts (HRB, scale 2) and Leaves (LVS, scale 0)
-    shared across the federation, and Hilltop. Account ids by role."""
+    """Two communities: Riverbend with Hearts (HRB, scale 2, held anywhere) and Leaves
+    (LVS, scale 0) shared across the federation, and Hilltop. Account ids by role."""
 
     issuance: int
     ana: int
@@ -49,6 +50,7 @@ def village(ledger: Ledger) -> Village:
         name="Riverbend Hearts",
         symbol="♡",
         issuer="riverbend",
+        held_in=HeldIn.ALL,  # Riverbend lets its Hearts be held across the federation
     )
     ledger.create_currency("LVS", kind=CurrencyKind.LEAVES, scale=0, name="Leaves", symbol="🍃")
 

@@ -49,6 +49,7 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, func, select
 
 from ledger import repository as repo
+from ledger.authority import HeldIn
 from ledger.database import make_engine
 from ledger.errors import Code, LedgerError
 from ledger.model import (
@@ -286,7 +287,13 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger.create_community("riverbend", "Riverbend")
         self.ledger.create_community("hilltop", "Hilltop")
         self.ledger.create_currency(
-            "HRB", kind=CurrencyKind.HEARTS, scale=2, name="Hearts", symbol="♡", issuer="riverbend"
+            "HRB",
+            kind=CurrencyKind.HEARTS,
+            scale=2,
+            name="Hearts",
+            symbol="♡",
+            issuer="riverbend",
+            held_in=HeldIn.ALL,
         )
         self.ledger.create_currency(
             "LVS", kind=CurrencyKind.LEAVES, scale=0, name="Leaves", symbol="🍃"
