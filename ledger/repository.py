@@ -40,6 +40,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
+from ledger.authority import SYSTEM_ACCOUNT_OWNERS
 from ledger.tables import (
     AccountRow,
     CommunityRow,
@@ -300,6 +301,37 @@ def circulation(connection: Connection, currency_id: int) -> int:
         )
     ).scalar_one()
     return -int(total)
+
+
+def powered_accounts(connection: Connection) -> list[tuple[int, str, int | None, str | None]]:
+    """Ordinary accounts that issue or may go below zero: id, currency, its issuer's
+    community id and who authorized the power (``verify``)."""
+    statement = (
+        select(
+            accounts.c.id,
+            currencies.c.code,
+            currencies.c.issuer_community_id,
+            accounts.c.authorized_by,
+        )
+        .join(currencies, currencies.c.id == accounts.c.currency_id)
+        .where(
+            accounts.c.type.not_in([str(t) for t in SYSTEM_ACCOUNT_OWNERS]),
+            or_(
+                accounts.c.type == "issuance",
+                accounts.c.min_balance.is_(None),
+                accounts.c.min_balance < 0,
+            ),
+        )
+        .order_by(accounts.c.id)
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in connection.execute(statement)]
+
+
+def capped_currencies(connection: Connection) -> list[tuple[int, str, int]]:
+    statement = select(currencies.c.id, currencies.c.code, currencies.c.circulation_cap).where(
+        currencies.c.circulation_cap.is_not(None)
+    )
+    return [(r[0], r[1], r[2]) for r in connection.execute(statement)]
 
 
 def issuance_totals(

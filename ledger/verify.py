@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from ledger import money
+from ledger import authority, money
 from ledger import repository as repo
 from ledger.database import unit_of_work
 from ledger.tables import to_micros
@@ -64,11 +64,36 @@ def verify(engine: Engine, progress: Callable[[int, int], None] | None = None) -
                     transaction_id=transaction_id,
                 )
             )
+        violations += _authority_checks(connection)
         total = repo.count_entries(connection)
         newest: dict[int, tuple[int, int, int, int]] = {}
         violations += _walk_history(connection, total, newest, progress)
         for account in accounts:
             violations += _matches_history(account, newest.get(account.id))
+    return violations
+
+
+def _authority_checks(connection: Connection) -> list[Violation]:
+    """Issuance nobody authorized, and circulation past a cap: every issuance account and
+    every floor below zero (or none) outside the system accounts must have been given by
+    the currency's issuer (or the operator), and no capped currency circulates more."""
+    violations: list[Violation] = []
+    for account_id, code, issuer_id, authorized_by in repo.powered_accounts(connection):
+        if authorized_by not in (authority.issuer_scope(issuer_id), "operator"):
+            violations.append(
+                Violation(
+                    "issuance_authority",
+                    f"a {code} account issues or runs below zero without its issuer's "
+                    f"authority (authorized by {authorized_by or 'nobody on record'})",
+                    account_id=account_id,
+                )
+            )
+    for currency_id, code, cap in repo.capped_currencies(connection):
+        circulating = repo.circulation(connection, currency_id)
+        if circulating > cap:
+            violations.append(
+                Violation("circulation_cap", f"{code} circulates {circulating}, above {cap}")
+            )
     return violations
 
 

@@ -15,7 +15,7 @@ from tests.ledger.builders import hold, pay, village
 
 # (what is damaged, the statement that damages it, the one that undoes it, the checks that
 # must report it). :account is bo, whose three history rows are :first, :middle and :last;
-# :transaction wrote the last.
+# :transaction wrote the last; :issuance is Riverbend's HRB issuance account.
 DAMAGE: list[tuple[str, str, str, set[str]]] = [
     (
         "a history row's running balance",
@@ -53,6 +53,24 @@ DAMAGE: list[tuple[str, str, str, set[str]]] = [
         "UPDATE postings SET amount = amount - 3 WHERE transaction_id = :transaction",
         {"recomputation"},
     ),
+    (
+        "an issuance account its issuer never authorized",
+        "UPDATE accounts SET authorized_by = 'community:999' WHERE id = :issuance",
+        "UPDATE accounts SET authorized_by = 'operator' WHERE id = :issuance",
+        {"issuance_authority"},
+    ),
+    (
+        "a credit line nobody granted",
+        "UPDATE accounts SET min_balance = -1 WHERE id = :account",
+        "UPDATE accounts SET min_balance = 0 WHERE id = :account",
+        {"issuance_authority"},
+    ),
+    (
+        "a currency circulating past its cap",
+        "UPDATE currencies SET circulation_cap = 1 WHERE code = 'HRB'",
+        "UPDATE currencies SET circulation_cap = NULL WHERE code = 'HRB'",
+        {"circulation_cap"},
+    ),
 ]
 
 
@@ -74,6 +92,7 @@ def test_verify_reports_damage_by_its_check(
     first, middle, last = rows
     where: dict[str, Any] = {
         "account": v.bo,
+        "issuance": v.issuance,
         "first": first.id,
         "middle": middle.id,
         "last": last.id,
