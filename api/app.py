@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 import migrations
 from api import keys as key_store
 from api import problems
+from api.body_limit import BodyLimit
 from api.keys import Principal, Role
 from api.metrics import Metrics
 from api.schemas import (
@@ -463,7 +464,7 @@ def _expected_version(if_match: str | None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    if not (tag.isascii() and tag.isdigit()):  # "²" is a digit to isdigit, not to int
         raise LedgerError(Code.VERSION_MISMATCH, "If-Match must be an ETag this API returned.")
     return int(tag)
 
@@ -1196,6 +1197,7 @@ def create_app(
         dependencies=[Depends(_storable_parameters)],
     )
     app.state.heartleaf = State(engine, clock, metrics_)
+    app.add_middleware(BodyLimit)
     problems.install(app)
     metrics_.install(app)
     # Imported here: the exchange routes build on this module's dependencies and views.

@@ -141,6 +141,16 @@ def from_validation_error(error: RequestValidationError, instance: str) -> dict[
     return problem(code, sentence, field=where or None, errors=listed, instance=instance)
 
 
+BODY_MAX_BYTES = 16 * 1024 * 1024  # the most of a request body the API reads (api.body_limit)
+
+
+def too_large_detail() -> str:
+    return (
+        f"The body is larger than {BODY_MAX_BYTES:,} bytes, the most Heartleaf reads; send a "
+        "batch in parts of at most 8,190 transactions, and keep large documents out of metadata."
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
     async def _ledger_error(request: Request, error: LedgerError) -> JSONResponse:
@@ -158,10 +168,13 @@ def install(app: FastAPI) -> None:
             401: Code.UNAUTHENTICATED,
             404: Code.NOT_FOUND,
             405: Code.METHOD_NOT_ALLOWED,
+            413: Code.PAYLOAD_TOO_LARGE,
         }.get(error.status_code, Code.INVALID_REQUEST)
         detail = (
             "The request body is not valid JSON: it is not UTF-8, or nested too deep."
             if code == Code.MALFORMED_BODY
+            else too_large_detail()
+            if code == Code.PAYLOAD_TOO_LARGE
             else None
         )
         return response(problem(code, detail, instance=request.url.path))

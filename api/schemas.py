@@ -6,11 +6,13 @@ nothing: ``"12"`` is not an amount, ``12.0`` is not an amount."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from contextvars import ContextVar
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -79,10 +81,35 @@ Limit = Annotated[
     StrictInt,
     Field(ge=BALANCE_MIN, le=BALANCE_MAX, description="Minor units (signed 64-bit).", examples=[0]),
 ]
+METADATA_MAX_BYTES = 16_384  # a metadata object's size as compact JSON
+
+
+def _finite_and_small(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata is stored as JSON: no NaN or Infinity (which JSON has no words for, and
+    which PostgreSQL refuses), and at most ``METADATA_MAX_BYTES`` of it."""
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        raise ValueError(
+            "metadata holds NaN or Infinity, which JSON does not allow; send a finite number "
+            'or the text "NaN"'
+        ) from None
+    size = len(encoded.encode())
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(
+            f"metadata is {size:,} bytes as JSON; at most {METADATA_MAX_BYTES:,} are kept "
+            "with a record: keep large documents elsewhere and store their address"
+        )
+    return value
+
+
 Metadata = Annotated[
     dict[str, Any],
+    AfterValidator(_finite_and_small),
     Field(
-        description="Free-form JSON object kept with the record.", examples=[{"shift": "morning"}]
+        description="Free-form JSON object kept with the record: finite numbers only, at most "
+        f"{METADATA_MAX_BYTES:,} bytes as compact JSON.",
+        examples=[{"shift": "morning"}],
     ),
 ]
 ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")

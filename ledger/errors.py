@@ -98,6 +98,7 @@ class Code(StrEnum):
     SETTLEMENT_EXCEEDS_OUTSTANDING = "settlement_exceeds_outstanding"
     # The HTTP edge (api/ raises these; they live here so there is one catalogue).
     MALFORMED_BODY = "malformed_body"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
     KEY_NOT_FOUND = "key_not_found"
@@ -306,6 +307,7 @@ CATALOGUE: dict[Code, Rule] = {
         "The settlement pays more than is outstanding on the obligation it names.", 409, False
     ),
     Code.MALFORMED_BODY: Rule("The request body is not valid JSON.", 400, False),
+    Code.PAYLOAD_TOO_LARGE: Rule("The request body is larger than Heartleaf accepts.", 413, False),
     Code.UNAUTHENTICATED: Rule(
         "Send a valid API key as 'Authorization: Bearer <key>'.", 401, False
     ),

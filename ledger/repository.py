@@ -791,7 +791,8 @@ def list_transactions(
         statement = statement.where(
             or_(
                 transactions.c.category == category,
-                transactions.c.category.startswith(category + ":"),
+                # autoescape: a % or _ in the filter is itself, not a wildcard.
+                transactions.c.category.startswith(category + ":", autoescape=True),
             )
         )
     if status is not None:
