@@ -43,7 +43,7 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
 pytest: $(TEST_STAMP)
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 ## The benchmark: prints figures, asserts nothing about time. It first tries to install the
 ## optional peer django-hordak; without it (no package index) the report says it is absent.

@@ -13,10 +13,8 @@ of their own (``bench.hordak``) import it without Heartleaf installed.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 SEED = 42
@@ -82,11 +80,3 @@ def generate(n: int) -> dict[str, Any]:
         "lookups": lookups,
         "expected_balances": balances,
     }
-
-
-def write(n: int, directory: Path) -> Path:
-    """The workload of ``n`` transfers as ``workload_<n>.json`` in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"workload_{n}.json"
-    path.write_text(json.dumps(generate(n)))
-    return path

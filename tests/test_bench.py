@@ -30,6 +30,9 @@ import pytest
 from bench import generator, naive, peers, report
 from tests.conftest import POSTGRES_ADMIN_URL, REQUIRE_POSTGRES, _postgres_reason
 
+# One xdist worker takes every test here (make test runs --dist loadgroup), so the tiny run
+# and the copy it runs in are made once per test run, not once per worker.
+pytestmark = pytest.mark.xdist_group("bench")
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHARED_PEERS = REPOSITORY.parent / "shared" / "peers"
 # Not part of a clone: the virtual environment, caches, and the benchmark's own scratch.
