@@ -1,9 +1,15 @@
 """``heartleaf exchange``: the federation's exchange settings from a shell.
 
-The same operations as the API's valuation and protocol endpoints, on the database that
-``DATABASE_URL`` names: list the valuations and protocols in force, value a currency,
-suspend or resume a pair in an emergency. Each change is recorded with who made it
-(``--by``, by default ``cli:$USER``) and why (``--reason``, required).
+The same operations as the API's valuation, protocol and governance endpoints, on the
+database that ``DATABASE_URL`` names: list the valuations and protocols in force, value a
+currency, suspend or resume a pair in an emergency, list the proposals waiting for
+approval and reject one. Each change is recorded with who made it (``--by``, by default
+``cli:$USER``) and why (``--reason``, required).
+
+The shell proposes as the *operator*: a change applies at once only when the federation
+asks for no approvals, otherwise it waits like any other. Approvals come from API keys
+only (``POST /v1/governance/proposals/{id}/approve``): ``--by`` is whatever the shell
+says, so it never counts as one. Rejecting keeps the policy as it is and is allowed.
 
 Errors print as one line (``heartleaf: error: …``) with exit status 2, as in every other
 command: refusals of the exchange arrive as ``LedgerError`` and ``api/cli.py``'s ``main``
@@ -23,7 +29,7 @@ from typing import Any
 
 import migrations
 from exchange import rates
-from exchange.model import ProtocolVersion
+from exchange.model import Proposal, ProtocolVersion, Signatory
 from exchange.service import Exchange
 from ledger.database import default_url, make_engine
 from ledger.errors import Code, LedgerError
@@ -60,6 +66,17 @@ def _exchange() -> Exchange:
 
 def _who() -> str:
     return "cli:" + (os.environ.get("USER") or os.environ.get("LOGNAME") or "operator")
+
+
+def _operator(args: argparse.Namespace) -> Signatory:
+    return Signatory(args.by, "operator")
+
+
+def _waiting(proposal: Proposal) -> str:
+    return (
+        f"proposed as proposal {proposal.id}: in force once {proposal.approvals_required} "
+        f"approval(s) arrive, by {_when(proposal.expires_at)} UTC"
+    )
 
 
 def _rate(text: str) -> Any:
@@ -112,15 +129,43 @@ def cmd_set_valuation(args: argparse.Namespace) -> int:
     rate = _rate(args.rate)
     start = None if args.effective_from is None else _instant(args.effective_from)
     exchange = _exchange()
-    valuation = exchange.set_valuation(
-        args.code, rate, by=args.by, reason=args.reason, effective_from=start
+    outcome = exchange.set_valuation(
+        args.code, rate, by=_operator(args), reason=args.reason, effective_from=start
     )
     unit = exchange.settings().reference_unit
+    if isinstance(outcome, Proposal):
+        print(f"1 {args.code} = {args.rate} {unit}: {_waiting(outcome)}", file=sys.stderr)
+        return 0
     print(
-        f"1 {valuation.currency} = {rates.format_rate(valuation.rate)} {unit} "
-        f"from {_when(valuation.effective_from)} UTC (recorded by {valuation.recorded_by})",
+        f"1 {outcome.currency} = {rates.format_rate(outcome.rate)} {unit} "
+        f"from {_when(outcome.effective_from)} UTC (recorded by {outcome.recorded_by})",
         file=sys.stderr,
     )
+    return 0
+
+
+@_one_line
+def cmd_proposals(args: argparse.Namespace) -> int:
+    exchange = _exchange()
+    state = None if args.state == "all" else args.state
+    print(
+        f"{'id':>5}  {'kind':<17} {'subject':<14} {'state':<8} {'approvals':<9}  "
+        f"{'proposed by':<16} {'expires (UTC)':<19}  reason"
+    )
+    for proposal in exchange.proposals(state=state, limit=args.limit):
+        counted = f"{proposal.approvals_counted}/{proposal.approvals_required}"
+        print(
+            f"{proposal.id:>5}  {proposal.kind:<17} {proposal.subject:<14} "
+            f"{proposal.state:<8} {counted:<9}  {proposal.proposed_by:<16} "
+            f"{_when(proposal.expires_at):<19}  {proposal.reason}"
+        )
+    return 0
+
+
+@_one_line
+def cmd_reject(args: argparse.Namespace) -> int:
+    proposal = _exchange().reject_proposal(args.proposal_id, by=_operator(args), reason=args.reason)
+    print(f"proposal {proposal.id} ({proposal.kind} {proposal.subject}) rejected", file=sys.stderr)
     return 0
 
 
@@ -174,7 +219,7 @@ def cmd_protocols(args: argparse.Namespace) -> int:
 @_one_line
 def cmd_suspend(args: argparse.Namespace) -> int:
     version = _exchange().suspend(
-        args.from_currency, args.to_currency, by=args.by, reason=args.reason
+        args.from_currency, args.to_currency, by=_operator(args), reason=args.reason
     )
     print(
         f"{args.from_currency} -> {args.to_currency} suspended (version {version.version}, "
@@ -187,14 +232,14 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 @_one_line
 def cmd_resume(args: argparse.Namespace) -> int:
     version = _exchange().resume(
-        args.from_currency, args.to_currency, by=args.by, reason=args.reason
+        args.from_currency, args.to_currency, by=_operator(args), reason=args.reason
     )
     if version.state == "active":
         told = f"resumed (version {version.version})"
     else:
         told = (
-            f"resumption proposed as version {version.version} (id {version.id}): "
-            "in force once other federation keys approve it"
+            f"resumption proposed as version {version.version} (proposal "
+            f"{version.proposal_id}): in force once approved with API keys"
         )
     print(f"{args.from_currency} -> {args.to_currency} {told}", file=sys.stderr)
     return 0
@@ -209,7 +254,8 @@ def add_commands(commands: Any) -> None:
         "exchange",
         help="the federation's valuations and exchange protocols",
         description="List and change the federation's valuations and exchange protocols. "
-        "Every change is recorded with who made it (--by) and why (--reason).",
+        "Every change is recorded with who made it (--by) and why (--reason); while the "
+        "federation asks for approvals, a change waits for them (approved with API keys).",
     )
     exchange_commands = exchange.add_subparsers(
         dest="exchange_command", required=True, metavar="COMMAND"
@@ -250,6 +296,30 @@ def add_commands(commands: Any) -> None:
         "its state, the rate (fixed, or from valuations), fee, who may convert, limits.",
     )
     protocols.set_defaults(handler=cmd_protocols)
+
+    proposals = exchange_commands.add_parser(
+        "proposals",
+        help="list proposed changes of policy",
+        description="Proposed changes of policy (settings, valuations, protocol versions, "
+        "credit lines), newest first: by default those waiting for approval.",
+    )
+    proposals.add_argument(
+        "--state",
+        choices=("pending", "applied", "rejected", "expired", "all"),
+        default="pending",
+        help="which ones (default: pending)",
+    )
+    proposals.add_argument("--limit", type=int, default=100, help="at most this many")
+    proposals.set_defaults(handler=cmd_proposals)
+
+    reject = exchange_commands.add_parser(
+        "reject",
+        help="reject a pending proposal",
+        description="Reject a pending proposal: it never comes into force.",
+    )
+    reject.add_argument("proposal_id", type=int, metavar="ID", help="proposal id")
+    with_author(reject)
+    reject.set_defaults(handler=cmd_reject)
 
     for name, handler, summary in (
         ("suspend", cmd_suspend, "suspend a pair at once (no approvals needed)"),

@@ -1,10 +1,18 @@
-"""Exchange endpoints: settings, valuations, protocols (versioned, ETag), quotes, conversions."""
+"""Exchange endpoints: settings, valuations, protocols (versioned, ETag), quotes, conversions,
+and the governance of policy: proposals, approvals, rejections.
+
+A change of policy (settings, a valuation, a protocol version, a credit line) that the
+federation's rule lets apply at once answers as before (200 or 201 with what changed);
+one that waits for approvals answers 202 with its proposal (``exchange.governance``).
+Anyone may read proposals, except a community credit line's, which only its community,
+the federation, auditors and (when communities are represented) treasurers see.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.app import (
@@ -22,10 +30,13 @@ from api.app import (
     _visible_account,
 )
 from api.exchange_schemas import (
+    ApprovalPublic,
     ConversionCreate,
     ConversionPublic,
     ExchangeSettingsPublic,
     ExchangeSettingsUpdate,
+    ProposalPublic,
+    ProposalReject,
     ProtocolAction,
     ProtocolCreate,
     ProtocolPublic,
@@ -37,20 +48,85 @@ from api.exchange_schemas import (
 )
 from api.keys import Principal, Role
 from exchange import rates
-from exchange.model import ProtocolSpec, ProtocolVersion, Valuation, Window
+from exchange.model import (
+    Proposal,
+    ProtocolSpec,
+    ProtocolVersion,
+    Settings,
+    Signatory,
+    Valuation,
+    Window,
+)
 from exchange.service import Exchange
 from ledger.errors import Code, LedgerError
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES, tags=["exchange"])
 CodePath = Annotated[str, Path(max_length=32, description="Currency code.")]
+ProposalPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Proposal id.")]
+WAITING: dict[int | str, dict[str, Any]] = {
+    202: {"model": ProposalPublic, "description": "The change waits for approvals."}
+}
 
 
 def _exchange(state: Any) -> Exchange:
     return Exchange(state.ledger)
 
 
-def _by(principal: Principal) -> str:
-    return f"key:{principal.key_id}"
+def _by(principal: Principal) -> Signatory:
+    """The key as governance records it: ``key:<id>``, its role and its community."""
+    return Signatory(f"key:{principal.key_id}", str(principal.role), principal.community)
+
+
+def _proposal_view(proposal: Proposal) -> ProposalPublic:
+    return ProposalPublic(
+        id=proposal.id,
+        kind=proposal.kind,  # type: ignore[arg-type]
+        subject=proposal.subject,
+        change=proposal.change,
+        state=proposal.state,  # type: ignore[arg-type]
+        reason=proposal.reason,
+        proposed_at=proposal.proposed_at,
+        proposed_by=proposal.proposed_by,
+        proposer_role=proposal.proposer_role,
+        proposer_community=proposal.proposer_community,
+        approvers=proposal.approvers,
+        approvals_required=proposal.approvals_required,
+        approvals_counted=proposal.approvals_counted,
+        approvals=[
+            ApprovalPublic(key=a.key, role=a.role, community=a.community, seat=a.seat, at=a.at)
+            for a in proposal.approvals
+        ],
+        expires_at=proposal.expires_at,
+        closed_at=proposal.closed_at,
+        closed_by=proposal.closed_by,
+        close_reason=proposal.close_reason,
+    )
+
+
+def waiting(proposal: Proposal) -> JSONResponse:
+    """202: the change was proposed and waits for approvals."""
+    return JSONResponse(_json(_proposal_view(proposal)), status_code=202)
+
+
+def _settings_view(settings: Settings) -> ExchangeSettingsPublic:
+    return ExchangeSettingsPublic(
+        **{f: getattr(settings, f) for f in ExchangeSettingsPublic.model_fields}
+    )
+
+
+def sees_proposal(principal: Principal, proposal: Proposal, settings: Settings | None) -> bool:
+    """A credit line's proposal concerns one community's position: like the line itself,
+    only that community sees it, besides keys that read everything and, when communities
+    are represented, the treasurers asked to approve it."""
+    if principal.reads_everything or proposal.kind != "credit_line":
+        return True
+    if proposal.subject == principal.community:
+        return True
+    return (
+        principal.role == Role.TREASURER
+        and settings is not None
+        and settings.approvers == "communities"
+    )
 
 
 def _rate(text: str | None) -> Any:
@@ -70,6 +146,7 @@ def _valuation_view(valuation: Valuation) -> ValuationPublic:
         recorded_at=valuation.recorded_at,
         recorded_by=valuation.recorded_by,
         reason=valuation.reason,
+        proposal_id=valuation.proposal_id,
     )
 
 
@@ -111,48 +188,51 @@ def _protocol_view(version: ProtocolVersion) -> ProtocolPublic:
         reason=version.reason,
         approvals=list(version.approvals),
         activated_at=version.activated_at,
+        proposal_id=version.proposal_id,
     )
 
 
-@router.put("/exchange/settings", response_model=ExchangeSettingsPublic)
-def configure(
-    body: ExchangeSettingsUpdate, state: StateDep, principal: PrincipalDep
-) -> ExchangeSettingsPublic:
-    """Set the reference unit, the federation's own community and the four-eyes rule."""
+@router.put("/exchange/settings", response_model=ExchangeSettingsPublic, responses=WAITING)
+def configure(body: ExchangeSettingsUpdate, state: StateDep, principal: PrincipalDep) -> Any:
+    """Set the reference unit, the federation's own community and the approval rule.
+    Governed like every change of policy: changing `approvals_required` (down or up) or
+    `approvers` needs the approvals the settings in force ask for."""
     _require(principal, Role.FEDERATION)
-    settings = _exchange(state).configure(
+    outcome = _exchange(state).configure(
         reference_unit=body.reference_unit,
         federation_community=body.federation_community,
         approvals_required=body.approvals_required,
+        approvers=body.approvers,
         quote_seconds=body.quote_seconds,
+        proposal_seconds=body.proposal_seconds,
+        by=_by(principal),
+        reason=body.reason,
     )
-    return ExchangeSettingsPublic(
-        **{f: getattr(settings, f) for f in ExchangeSettingsPublic.model_fields}
-    )
+    if isinstance(outcome, Proposal):
+        return waiting(outcome)
+    return _settings_view(outcome)
 
 
 @router.get("/exchange/settings", response_model=ExchangeSettingsPublic)
 def read_settings(state: StateDep, principal: PrincipalDep) -> ExchangeSettingsPublic:
-    settings = _exchange(state).settings()
-    return ExchangeSettingsPublic(
-        **{f: getattr(settings, f) for f in ExchangeSettingsPublic.model_fields}
-    )
+    return _settings_view(_exchange(state).settings())
 
 
-@router.post("/valuations", status_code=201, response_model=ValuationPublic)
-def set_valuation(
-    body: ValuationCreate, state: StateDep, principal: PrincipalDep
-) -> ValuationPublic:
-    """Value a currency in the reference unit from now (or `effective_from`) on."""
+@router.post("/valuations", status_code=201, response_model=ValuationPublic, responses=WAITING)
+def set_valuation(body: ValuationCreate, state: StateDep, principal: PrincipalDep) -> Any:
+    """Value a currency in the reference unit from now (or `effective_from`, never before
+    the valuation in force) on: at once, or once approved (202 and the proposal)."""
     _require(principal, Role.FEDERATION)
-    valuation = _exchange(state).set_valuation(
+    outcome = _exchange(state).set_valuation(
         body.currency,
         _rate(body.rate),
         by=_by(principal),
         reason=body.reason,
         effective_from=body.effective_from,
     )
-    return _valuation_view(valuation)
+    if isinstance(outcome, Proposal):
+        return waiting(outcome)
+    return _valuation_view(outcome)
 
 
 @router.get("/valuations/{code}", response_model=ValuationPublic)
@@ -300,9 +380,96 @@ def resume_protocol(
 def approve_protocol(
     version_id: Annotated[int, Path(ge=1, le=2**31 - 1)], state: StateDep, principal: PrincipalDep
 ) -> ProtocolPublic:
-    """Approve a proposed version with another federation key than the proposer's."""
-    _require(principal, Role.FEDERATION)
+    """Approve a proposed version (its proposal) with a key whose approval counts."""
+    _require(principal, Role.FEDERATION, Role.TREASURER)
     return _protocol_view(_exchange(state).approve(version_id, by=_by(principal)))
+
+
+# -- governance ---------------------------------------------------------------------------------
+
+
+@router.get("/governance/proposals", response_model=list[ProposalPublic], tags=["governance"])
+def list_proposals(
+    state: StateDep,
+    principal: PrincipalDep,
+    proposal_state: Annotated[
+        Literal["pending", "applied", "rejected", "expired"] | None,
+        Query(alias="state", description="Only these (default: pending)."),
+    ] = "pending",
+    kind: Annotated[
+        Literal["exchange_settings", "valuation", "protocol_version", "credit_line"] | None,
+        Query(description="Only this kind of policy."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many.")] = 100,
+) -> list[ProposalPublic]:
+    """Proposed changes of policy, newest first: what is pending now (by default), or what
+    was applied, rejected or expired, each with who proposed and who approved it, when."""
+    exchange = _exchange(state)
+    settings = _settings_or_none(exchange)
+    return [
+        _proposal_view(p)
+        for p in exchange.proposals(state=proposal_state, kind=kind, limit=limit)
+        if sees_proposal(principal, p, settings)
+    ]
+
+
+def _settings_or_none(exchange: Exchange) -> Settings | None:
+    try:
+        return exchange.settings()
+    except LedgerError as error:
+        if error.code != Code.EXCHANGE_NOT_CONFIGURED:
+            raise
+        return None
+
+
+def _visible_proposal(state: Any, principal: Principal, proposal_id: int) -> Proposal:
+    exchange = _exchange(state)
+    proposal = exchange.proposal(proposal_id)
+    if not sees_proposal(principal, proposal, _settings_or_none(exchange)):
+        raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="proposal_id")
+    return proposal
+
+
+@router.get(
+    "/governance/proposals/{proposal_id}", response_model=ProposalPublic, tags=["governance"]
+)
+def read_proposal(
+    proposal_id: ProposalPath, state: StateDep, principal: PrincipalDep
+) -> ProposalPublic:
+    return _proposal_view(_visible_proposal(state, principal, proposal_id))
+
+
+@router.post(
+    "/governance/proposals/{proposal_id}/approve",
+    response_model=ProposalPublic,
+    tags=["governance"],
+)
+def approve_proposal(
+    proposal_id: ProposalPath, state: StateDep, principal: PrincipalDep
+) -> ProposalPublic:
+    """Approve a pending proposal; the last approval needed puts the change in force in the
+    same transaction. The proposer never approves its own; each key (and, when
+    communities are represented, each community) counts once."""
+    _require(principal, Role.FEDERATION, Role.TREASURER)
+    _visible_proposal(state, principal, proposal_id)
+    proposal = _exchange(state).approve_proposal(proposal_id, by=_by(principal))
+    return _proposal_view(proposal)
+
+
+@router.post(
+    "/governance/proposals/{proposal_id}/reject",
+    response_model=ProposalPublic,
+    tags=["governance"],
+)
+def reject_proposal(
+    proposal_id: ProposalPath, body: ProposalReject, state: StateDep, principal: PrincipalDep
+) -> ProposalPublic:
+    """Reject a pending proposal (its proposer withdraws it, or a key whose approval would
+    count rejects it): it never comes into force."""
+    _require(principal, Role.FEDERATION, Role.TREASURER)
+    _visible_proposal(state, principal, proposal_id)
+    proposal = _exchange(state).reject_proposal(proposal_id, by=_by(principal), reason=body.reason)
+    return _proposal_view(proposal)
 
 
 @router.post("/quotes", status_code=201, response_model=QuotePublic)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
@@ -44,11 +44,32 @@ class ExchangeSettingsUpdate(Strict):
         0,
         ge=0,
         le=10,
-        description="Other federation keys that must approve a protocol change (four eyes: 1).",
+        description="Approvals, besides the proposer, that a change of policy needs (four eyes: "
+        "1). Changing it needs the approvals in force before the change.",
         examples=[1],
+    )
+    approvers: Literal["federation", "communities"] = Field(
+        "federation",
+        description="Whose approvals count: distinct federation keys, or distinct communities "
+        "(each member community's treasurer keys are one seat, the federation's keys one).",
+        examples=["federation"],
     )
     quote_seconds: StrictInt = Field(
         60, ge=5, le=3600, description="How long a quote holds.", examples=[60]
+    )
+    proposal_seconds: StrictInt = Field(
+        604800,
+        ge=3600,
+        le=7776000,
+        description="How long a proposed change waits for its approvals before it expires.",
+        examples=[604800],
+    )
+    reason: str = Field(
+        "Exchange settings",
+        min_length=1,
+        max_length=500,
+        description="Why: kept with the proposal.",
+        examples=["Four eyes from now on"],
     )
 
 
@@ -57,8 +78,12 @@ class ExchangeSettingsPublic(BaseModel):
     federation_community: str = Field(
         description="Owner of the federation's own accounts.", examples=["federation"]
     )
-    approvals_required: int = Field(description="Approvals a protocol change needs.", examples=[0])
+    approvals_required: int = Field(
+        description="Approvals a change of policy needs, besides the proposer.", examples=[0]
+    )
+    approvers: str = Field(description="Whose approvals count.", examples=["federation"])
     quote_seconds: int = Field(description="Quote lifetime.", examples=[60])
+    proposal_seconds: int = Field(description="Proposal lifetime.", examples=[604800])
 
 
 class ValuationCreate(Strict):
@@ -84,8 +109,11 @@ class ValuationPublic(BaseModel):
     recorded_at: dt.datetime = Field(
         description="When it was recorded.", examples=["2026-11-25T09:00:00Z"]
     )
-    recorded_by: str = Field(description="Which key recorded it.", examples=["key:1"])
+    recorded_by: str = Field(description="Which key proposed it.", examples=["key:1"])
     reason: str = Field(description="Why.", examples=["Quarterly review"])
+    proposal_id: int | None = Field(
+        description="The proposal that put it in force (its approvals).", examples=[12]
+    )
 
 
 class WindowSpec(Strict):
@@ -181,8 +209,9 @@ class ProtocolPublic(BaseModel):
     from_currency: str = Field(description="Source currency.", examples=["LEAF"])
     to_currency: str = Field(description="Target currency.", examples=["HRB"])
     version: int = Field(description="Version number within the pair; the ETag.", examples=[2])
-    state: Literal["proposed", "active", "rejected"] = Field(
-        description="proposed waits for approvals.", examples=["active"]
+    state: Literal["proposed", "active", "rejected", "expired"] = Field(
+        description="proposed waits for approvals; expired lapsed without them.",
+        examples=["active"],
     )
     allowed: bool = Field(description="False: the pair is forbidden.", examples=[True])
     suspended: bool = Field(description="Suspended in an emergency.", examples=[False])
@@ -211,6 +240,9 @@ class ProtocolPublic(BaseModel):
     approvals: list[str] = Field(description="Keys that approved it.", examples=[["key:2"]])
     activated_at: dt.datetime | None = Field(
         description="When it took effect.", examples=["2026-11-25T09:00:00Z"]
+    )
+    proposal_id: int | None = Field(
+        description="Its governance proposal (approve or reject it there too).", examples=[7]
     )
 
 
@@ -305,4 +337,69 @@ class ConversionPublic(BaseModel):
     )
     valuation_to: str | None = Field(
         description="Target valuation used, if derived.", examples=["1"]
+    )
+
+
+# -- governance ---------------------------------------------------------------------------------
+
+
+class ApprovalPublic(BaseModel):
+    key: str = Field(description="The key that approved.", examples=["key:2"])
+    role: str = Field(description="Its role.", examples=["federation"])
+    community: str | None = Field(description="Its community, if any.", examples=[None])
+    seat: str = Field(
+        description="What it counted as: the key, or the community it represents.",
+        examples=["key:2"],
+    )
+    at: dt.datetime = Field(description="When.", examples=["2026-11-25T09:05:00Z"])
+
+
+class ProposalPublic(BaseModel):
+    id: int = Field(description="Proposal id: approve or reject it by this id.", examples=[7])
+    kind: Literal["exchange_settings", "valuation", "protocol_version", "credit_line"] = Field(
+        description="What kind of policy it changes.", examples=["valuation"]
+    )
+    subject: str = Field(
+        description="What it changes: settings, a currency, a pair, a community.",
+        examples=["LEAF"],
+    )
+    change: dict[str, Any] = Field(
+        description="The change, exactly as it would apply (rates and instants as text).",
+        examples=[{"currency": "LEAF", "rate": "0.9", "effective_from": None}],
+    )
+    state: Literal["pending", "applied", "rejected", "expired"] = Field(
+        description="pending waits for approvals until expires_at.", examples=["pending"]
+    )
+    reason: str = Field(description="Why it was proposed.", examples=["Quarterly review"])
+    proposed_at: dt.datetime = Field(description="When.", examples=["2026-11-25T09:00:00Z"])
+    proposed_by: str = Field(description="The proposing key.", examples=["key:1"])
+    proposer_role: str = Field(description="Its role.", examples=["federation"])
+    proposer_community: str | None = Field(description="Its community.", examples=[None])
+    approvers: str = Field(
+        description="Whose approvals count for it: federation or communities.",
+        examples=["federation"],
+    )
+    approvals_required: int = Field(description="Approvals it needs to apply.", examples=[1])
+    approvals_counted: int = Field(description="Approvals that count so far.", examples=[0])
+    approvals: list[ApprovalPublic] = Field(description="Who approved it, and when.")
+    expires_at: dt.datetime = Field(
+        description="Unapproved by then, it expires.", examples=["2026-12-02T09:00:00Z"]
+    )
+    closed_at: dt.datetime | None = Field(
+        description="When it was applied, rejected or expired.", examples=[None]
+    )
+    closed_by: str | None = Field(
+        description="The key whose approval applied it, or that rejected it.", examples=[None]
+    )
+    close_reason: str | None = Field(
+        description="Why it was rejected (or that it was an emergency).", examples=[None]
+    )
+
+
+class ProposalReject(Strict):
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Why: kept with the proposal.",
+        examples=["The review is not finished"],
     )

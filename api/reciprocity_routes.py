@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from api.app import PROBLEM_RESPONSES, PrincipalDep, StateDep, _require
+from api.exchange_routes import WAITING, waiting
+from api.exchange_routes import _by as exchange_by
 from api.keys import Principal, Role
 from api.reciprocity_schemas import (
     ClearingProposalPublic,
@@ -34,6 +36,7 @@ from api.reciprocity_schemas import (
     ThresholdsUpdate,
     WindowPublic,
 )
+from exchange.model import Proposal
 from exchange.reciprocity import (
     FREE_RIDER_WINDOW_DAYS,
     ClearingProposal,
@@ -47,6 +50,7 @@ from exchange.reciprocity import (
     exact_text,
     parse_exact,
 )
+from exchange.service import Exchange
 from ledger.errors import Code, LedgerError
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
@@ -367,16 +371,28 @@ def read_credit_line(
 
 
 @router.put(
-    "/reciprocity/credit-lines/{community}", response_model=CreditLinePublic, tags=["reciprocity"]
+    "/reciprocity/credit-lines/{community}",
+    response_model=CreditLinePublic,
+    responses=WAITING,
+    tags=["reciprocity"],
 )
 def set_credit_line(
     community: CommunityPath, body: CreditLineUpdate, state: StateDep, principal: PrincipalDep
-) -> CreditLinePublic:
+) -> Any:
     """Set the most a community may owe the rest of the network; payments that would take
-    it further are refused with community_credit_limit_exceeded. null removes the line."""
+    it further are refused with community_credit_limit_exceeded. null removes the line.
+    A change of policy: at once when the federation asks for no approvals, otherwise it
+    waits for them (202 and the proposal); the community's own keys never approve it."""
     _require(principal, Role.FEDERATION)
-    line = _reciprocity(state).set_credit_line(community, body.credit_limit, by=_by(principal))
-    return _credit_line_view(line)
+    outcome = Exchange(state.ledger).set_credit_line(
+        community,
+        body.credit_limit,
+        by=exchange_by(principal),
+        reason=f"Credit line of {community}",
+    )
+    if isinstance(outcome, Proposal):
+        return waiting(outcome)
+    return _credit_line_view(outcome)
 
 
 # -- obligations and clearing ------------------------------------------------------------------

@@ -12,12 +12,19 @@ from ledger.model import AccountType, Transaction
 LIMIT_NAMES = ("account_daily", "account_monthly", "community_daily", "community_monthly")
 
 
+PROPOSAL_SECONDS_DEFAULT = 7 * 86_400
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     reference_unit: str
     federation_community: str
     approvals_required: int
     quote_seconds: int
+    # Whose approvals count: "federation" (federation keys) or "communities" (one seat per
+    # member community, its treasurers; one for the federation's keys). See governance.
+    approvers: str = "federation"
+    proposal_seconds: int = PROPOSAL_SECONDS_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +35,7 @@ class Valuation:
     recorded_at: dt.datetime
     recorded_by: str
     reason: str
+    proposal_id: int | None = None  # the governance proposal that put it in force
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +85,14 @@ class ProtocolSpec:
 class ProtocolVersion:
     id: int
     version: int
-    state: str  # proposed, active or rejected
+    state: str  # proposed, active, rejected or expired
     spec: ProtocolSpec
     proposed_at: dt.datetime
     proposed_by: str
     reason: str
     approvals: tuple[str, ...]
     activated_at: dt.datetime | None
+    proposal_id: int | None = None  # the governance proposal that decides it
 
     @property
     def effective_from(self) -> dt.datetime:
@@ -123,3 +132,57 @@ class ConversionRecord:
     valuation_to: Fraction | None
     replayed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- governance (exchange/governance.py) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signatory:
+    """Who proposes, approves or rejects a change of policy: a key (``key:7``, or what the
+    shell names with ``--by``), the role it acts in and the community it belongs to.
+
+    Roles are the API's (``federation``, ``treasurer``, ``viewer``, ``auditor``) plus
+    ``operator``: whoever holds the database itself (the CLI), who may propose but whose
+    word, being unauthenticated, never counts as an approval."""
+
+    key: str
+    role: str = "federation"
+    community: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    key: str
+    role: str
+    community: str | None
+    seat: str  # what it counts as: the key, or the community it represents
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A change of policy on its way: pending, then applied, rejected or expired.
+
+    ``approvals_required`` is what applies it now (the stricter of the rule when proposed
+    and the rule in force); ``approvals_counted`` how many of ``approvals`` count under that
+    rule."""
+
+    id: int
+    kind: str
+    subject: str
+    change: dict[str, Any]
+    state: str
+    reason: str
+    proposed_at: dt.datetime
+    proposed_by: str
+    proposer_role: str
+    proposer_community: str | None
+    approvers: str
+    approvals_required: int
+    approvals_counted: int
+    approvals: tuple[Approval, ...]
+    expires_at: dt.datetime
+    closed_at: dt.datetime | None
+    closed_by: str | None
+    close_reason: str | None

@@ -23,18 +23,21 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from sqlalchemy import Connection, RowMapping
 
-from exchange import rates
+from exchange import governance, rates
 from exchange import repository as repo
 from exchange.model import (
     LIMIT_NAMES,
+    PROPOSAL_SECONDS_DEFAULT,
+    Proposal,
     ProtocolSpec,
     ProtocolVersion,
     Quote,
     Settings,
+    Signatory,
     Valuation,
     Window,
 )
@@ -51,7 +54,11 @@ from ledger.model import (
     Transaction,
     TransactionDraft,
 )
+from ledger.money import BALANCE_MAX
 from ledger.service import Ledger, record_events
+
+if TYPE_CHECKING:
+    from exchange.reciprocity import CreditLine, Reciprocity
 
 T = TypeVar("T")
 
@@ -62,6 +69,8 @@ FEDERATION_ACCOUNTS = {
     AccountType.FEES: "fees",
     AccountType.ROUNDING: "rounding",
 }
+# Who changes settings from the Python API by default: whoever holds the database.
+OPERATOR = Signatory("operator", governance.OPERATOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +90,63 @@ class Exchange:
         self.engine = ledger.engine
         self.clock = ledger.clock
         self._federation_ids: dict[tuple[str, str, AccountType], int] = {}
+        self.governance = governance.Governance(
+            {
+                governance.Kind.EXCHANGE_SETTINGS: _SettingsPolicy(self),
+                governance.Kind.VALUATION: _ValuationPolicy(self),
+                governance.Kind.PROTOCOL_VERSION: _ProtocolPolicy(self),
+                governance.Kind.CREDIT_LINE: _CreditLinePolicy(self),
+            }
+        )
 
     def _write(self, work: Callable[[Connection], T]) -> T:
         return run_in_transaction(self.engine, work, write=True)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         return run_in_transaction(self.engine, work, write=False)
+
+    # -- governance -----------------------------------------------------------------------------
+
+    def proposals(
+        self, *, state: str | None = "pending", kind: str | None = None, limit: int = 100
+    ) -> list[Proposal]:
+        """Proposals of policy changes, newest first: by default those pending now."""
+        now = self.clock()
+        return self._read(
+            lambda connection: self.governance.listing(
+                connection,
+                now,
+                state=None if state is None else governance.State(state),
+                kind=None if kind is None else governance.Kind(kind),
+                limit=limit,
+            )
+        )
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        now = self.clock()
+        return self._read(lambda connection: self.governance.get(connection, proposal_id, now))
+
+    def approve_proposal(self, proposal_id: int, *, by: str | Signatory) -> Proposal:
+        """Record one approval; the change comes into force with the last one needed, in
+        the same unit of work (see ``exchange.governance``)."""
+        return self._decide(proposal_id, _signatory(by), approve=True, reason=None)
+
+    def reject_proposal(self, proposal_id: int, *, by: str | Signatory, reason: str) -> Proposal:
+        """Reject a pending proposal (or withdraw one's own): it never comes into force."""
+        return self._decide(proposal_id, _signatory(by), approve=False, reason=reason)
+
+    def _decide(
+        self, proposal_id: int, by: Signatory, *, approve: bool, reason: str | None
+    ) -> Proposal:
+        def work(connection: Connection) -> governance.Decided:
+            return self.governance.decide(
+                connection, proposal_id, by=by, approve=approve, now=self.clock(), reason=reason
+            )
+
+        decided = self._write(work)
+        if isinstance(decided.result, ProtocolVersion):
+            self._open_accounts_for(decided.result)
+        return decided.proposal
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -97,9 +157,19 @@ class Exchange:
         federation_community: str,
         approvals_required: int = 0,
         quote_seconds: int = QUOTE_SECONDS_DEFAULT,
-    ) -> Settings:
-        """Name the reference unit (a currency of kind ``unit``) and the community that owns
-        the federation's liquidity, fee and rounding accounts."""
+        approvers: str = "federation",
+        proposal_seconds: int = PROPOSAL_SECONDS_DEFAULT,
+        by: str | Signatory = OPERATOR,
+        reason: str = "Exchange settings",
+    ) -> Settings | Proposal:
+        """Name the reference unit (a currency of kind ``unit``), the community that owns
+        the federation's liquidity, fee and rounding accounts, and the approval rule.
+
+        A change of settings is governed like every change of policy: the first settings,
+        and any change while ``approvals_required`` is 0, apply at once (answered with the
+        new ``Settings``); otherwise the change waits for the approvals the settings in
+        force ask for (answered with its ``Proposal``). Settings equal to those in force
+        change nothing and are answered with them."""
         unit = self.ledger.get_currency(reference_unit)
         if unit.kind != CurrencyKind.UNIT:
             raise LedgerError(
@@ -107,39 +177,34 @@ class Exchange:
                 "The reference unit must be a currency of kind 'unit'.",
                 field="reference_unit",
             )
-        owner = self.ledger.get_community(federation_community)
-        if not 0 <= approvals_required <= 10 or not 5 <= quote_seconds <= 3600:
-            raise LedgerError(
-                Code.INVALID_REQUEST,
-                "approvals_required is 0 to 10 and quote_seconds 5 to 3,600.",
-                field="approvals_required",
-            )
-        values = {
-            "reference_currency_id": unit.id,
-            "federation_community_id": owner.id,
-            "approvals_required": approvals_required,
-            "quote_seconds": quote_seconds,
-            "updated_at": self.clock(),
-        }
+        self.ledger.get_community(federation_community)
+        wanted = Settings(
+            reference_unit,
+            federation_community,
+            approvals_required,
+            quote_seconds,
+            approvers,
+            proposal_seconds,
+        )
+        _check_settings(wanted)
+        signatory = _signatory(by)
 
-        def work(connection: Connection) -> None:
+        def work(connection: Connection) -> Settings | Proposal:
             current = repo.settings(connection, lock=True)
-            if (
-                current is not None
-                and current["reference_currency_id"] != unit.id
-                and repo.any_flow_recorded(connection)
-            ):
-                # Reciprocity flows are valued in the unit; a new unit would mix two scales.
-                raise LedgerError(
-                    Code.INVALID_REQUEST,
-                    "The reference unit cannot change once flows between communities are "
-                    "recorded in it.",
-                    field="reference_unit",
-                )
-            repo.save_settings(connection, values)
+            if current is not None and _settings_from_row(current) == wanted:
+                return wanted
+            decided = self.governance.submit(
+                connection,
+                governance.Kind.EXCHANGE_SETTINGS,
+                "settings",
+                _settings_change(wanted),
+                by=signatory,
+                reason=reason,
+                now=self.clock(),
+            )
+            return decided.proposal if decided.result is None else cast(Settings, decided.result)
 
-        self._write(work)
-        return Settings(reference_unit, federation_community, approvals_required, quote_seconds)
+        return self._write(work)
 
     def settings(self) -> Settings:
         return self._read(_settings)
@@ -151,38 +216,35 @@ class Exchange:
         currency: str,
         rate: Fraction,
         *,
-        by: str,
+        by: str | Signatory,
         reason: str,
         effective_from: dt.datetime | None = None,
-    ) -> Valuation:
-        """Value one major unit of ``currency`` in the reference unit from now (or later) on."""
+    ) -> Valuation | Proposal:
+        """Value one major unit of ``currency`` in the reference unit from now (or
+        ``effective_from``, never before the valuation in force) on: at once when the
+        federation asks for no approvals, else once approved (answered with the
+        ``Proposal``). Without ``effective_from`` it takes effect when it comes into force."""
         if not isinstance(rate, Fraction) or rate <= 0:
             raise LedgerError(Code.RATE_INVALID, field="rate")
-        held = self.ledger.get_currency(currency)
-        now = self.clock()
-        start = effective_from or now
+        self.ledger.get_currency(currency)
+        signatory = _signatory(by)
+        change = {
+            "currency": currency,
+            "rate": rates.format_rate(rate),
+            "effective_from": None if effective_from is None else effective_from.isoformat(),
+        }
 
-        def work(connection: Connection) -> Valuation:
-            current = _settings(connection, lock=True)
-            if currency == current.reference_unit and rate != 1:
-                raise LedgerError(
-                    Code.RATE_INVALID, "The reference unit is worth exactly 1.", field="rate"
-                )
-            repo.insert_valuation(
+        def work(connection: Connection) -> Valuation | Proposal:
+            decided = self.governance.submit(
                 connection,
-                {
-                    "currency_id": held.id,
-                    "rate_numerator": rate.numerator,
-                    "rate_denominator": rate.denominator,
-                    "effective_from": start,
-                    "recorded_at": now,
-                    "recorded_by": by,
-                    "reason": reason,
-                },
+                governance.Kind.VALUATION,
+                currency,
+                change,
+                by=signatory,
+                reason=reason,
+                now=self.clock(),
             )
-            _check_no_arbitrage(connection, now)
-            record_events(connection, now, [(EventKind.VALUATION_CHANGED, None, None, ())])
-            return Valuation(currency, rate, start, now, by, reason)
+            return decided.proposal if decided.result is None else cast(Valuation, decided.result)
 
         return self._write(work)
 
@@ -212,16 +274,28 @@ class Exchange:
         self,
         spec: ProtocolSpec,
         *,
-        by: str,
+        by: str | Signatory,
         reason: str,
         expected_version: int | None = None,
     ) -> ProtocolVersion:
         """A new version of the pair's protocol. It is in force at once when the federation
-        asks for no approvals; otherwise once enough other federation keys approve it.
+        asks for no approvals; otherwise once enough approvals arrive (``exchange.governance``:
+        ``approve``, or ``approve_proposal`` with its ``proposal_id``).
 
         ``expected_version``, when given, is the pair's newest version number as the caller
         read it (0: none yet); a change made since refuses this one with
         ``version_mismatch``."""
+        return self._propose(spec, _signatory(by), reason, expected_version, emergency=False)
+
+    def _propose(
+        self,
+        spec: ProtocolSpec,
+        by: Signatory,
+        reason: str,
+        expected_version: int | None,
+        *,
+        emergency: bool,
+    ) -> ProtocolVersion:
         source = self.ledger.get_currency(spec.from_currency)
         target = self.ledger.get_currency(spec.to_currency)
         if source.id == target.id:
@@ -238,15 +312,23 @@ class Exchange:
                     account_id=spec.fee_account_id,
                     field="fee_account_id",
                 )
-        now = self.clock()
-        spec = replace(spec, effective_from=spec.effective_from or now)
 
         def work(connection: Connection) -> ProtocolVersion:
-            current = _settings(connection, lock=True)
-            if spec.allowed and spec.fixed_rate is None:
+            now = self.clock()
+            _settings(connection, lock=True)
+            wanted = replace(spec, effective_from=spec.effective_from or now)
+            if emergency:
+                # A suspension copies the version in force as this unit of work reads it,
+                # so the emergency path can never carry any other change.
+                row = repo.protocol_in_force(connection, source.id, target.id, now)
+                if row is None:
+                    raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+                in_force = protocol_version_from_row(connection, row)
+                wanted = replace(in_force.spec, suspended=True, effective_from=now)
+            if wanted.allowed and wanted.fixed_rate is None:
                 for code, held_id in (
-                    (spec.from_currency, source.id),
-                    (spec.to_currency, target.id),
+                    (wanted.from_currency, source.id),
+                    (wanted.to_currency, target.id),
                 ):
                     if repo.valuation_at(connection, held_id, now) is None:
                         raise LedgerError(
@@ -258,30 +340,39 @@ class Exchange:
             if expected_version is not None and expected_version != number - 1:
                 raise LedgerError(
                     Code.VERSION_MISMATCH,
-                    f"The protocol for {spec.from_currency} -> {spec.to_currency} is at version "
-                    f"{number - 1} now; read it again and retry.",
+                    f"The protocol for {wanted.from_currency} -> {wanted.to_currency} is at "
+                    f"version {number - 1} now; read it again and retry.",
                     extra={"version": number - 1},
                 )
-            immediate = current.approvals_required == 0 or (spec.suspended and by != "")
             version_id = repo.insert_protocol_version(
                 connection,
                 {
-                    **_spec_values(spec, source.id, target.id),
+                    **_spec_values(wanted, source.id, target.id),
                     "version": number,
-                    "state": "active" if immediate else "proposed",
+                    "state": "proposed",
                     "proposed_at": now,
-                    "proposed_by": by,
+                    "proposed_by": by.key,
                     "reason": reason,
                     "approvals": [],
-                    "activated_at": now if immediate else None,
+                    "activated_at": None,
                 },
             )
-            if immediate:
-                _check_no_arbitrage(connection, now)
-                record_events(connection, now, [(EventKind.PROTOCOL_CHANGED, None, None, ())])
+            decided = self.governance.submit(
+                connection,
+                governance.Kind.PROTOCOL_VERSION,
+                f"{wanted.from_currency}->{wanted.to_currency}",
+                {"protocol_version_id": version_id, "version": number},
+                by=by,
+                reason=reason,
+                now=now,
+                emergency=emergency,
+            )
+            repo.update_protocol_version(
+                connection, version_id, {"proposal_id": decided.proposal.id}
+            )
             row = repo.protocol_version_by_id(connection, version_id)
             assert row is not None
-            return protocol_version_from_row(connection, row)
+            return protocol_version_from_row(connection, row, now)
 
         return self._open_accounts_for(self._write(work))
 
@@ -301,43 +392,38 @@ class Exchange:
                 self._federation_account(settings, currency, kind)
         return version
 
-    def approve(self, version_id: int, *, by: str) -> ProtocolVersion:
-        """Record one approval; the version comes into force with the last one needed."""
+    def approve(self, version_id: int, *, by: str | Signatory) -> ProtocolVersion:
+        """Approve a proposed protocol version (its governance proposal); the version comes
+        into force with the last approval needed."""
+        signatory = _signatory(by)
 
         def work(connection: Connection) -> ProtocolVersion:
-            current = _settings(connection, lock=True)
-            row = repo.protocol_version_by_id(connection, version_id, lock=True)
-            if row is None or row["state"] != "proposed":
-                raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="version_id")
-            if by == row["proposed_by"] or by in row["approvals"]:
-                raise LedgerError(Code.APPROVAL_INVALID, field="version_id")
-            approvals = [*row["approvals"], by]
             now = self.clock()
-            values: dict[str, Any] = {"approvals": approvals}
-            if len(approvals) >= current.approvals_required:
-                values.update(state="active", activated_at=now)
-            repo.update_protocol_version(connection, version_id, values)
-            if "state" in values:
-                _check_no_arbitrage(connection, now)
-                record_events(connection, now, [(EventKind.PROTOCOL_CHANGED, None, None, ())])
+            _settings(connection, lock=True)
+            row = repo.protocol_version_by_id(connection, version_id)
+            if row is None or row["state"] != "proposed" or row["proposal_id"] is None:
+                raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="version_id")
+            self.governance.decide(
+                connection, row["proposal_id"], by=signatory, approve=True, now=now
+            )
             updated = repo.protocol_version_by_id(connection, version_id)
             assert updated is not None
-            return protocol_version_from_row(connection, updated)
+            return protocol_version_from_row(connection, updated, now)
 
         return self._open_accounts_for(self._write(work))
 
     def suspend(
-        self, from_currency: str, to_currency: str, *, by: str, reason: str
+        self, from_currency: str, to_currency: str, *, by: str | Signatory, reason: str
     ) -> ProtocolVersion:
-        """Suspend the pair at once (an emergency needs no approvals)."""
+        """Suspend the pair at once (an emergency needs no approvals): a copy of the version
+        in force, suspended, recorded as an applied proposal marked as an emergency."""
         current = self.protocol_in_force(from_currency, to_currency)
         if current is None:
             raise LedgerError(Code.PROTOCOL_NOT_FOUND)
-        spec = replace(current.spec, suspended=True, effective_from=self.clock())
-        return self.propose(spec, by=by, reason=reason)
+        return self._propose(current.spec, _signatory(by), reason, None, emergency=True)
 
     def resume(
-        self, from_currency: str, to_currency: str, *, by: str, reason: str
+        self, from_currency: str, to_currency: str, *, by: str | Signatory, reason: str
     ) -> ProtocolVersion:
         """Propose lifting a suspension: an ordinary change, approved like any other."""
         current = self.protocol_in_force(from_currency, to_currency)
@@ -348,6 +434,34 @@ class Exchange:
             by=by,
             reason=reason,
         )
+
+    # -- community credit lines -----------------------------------------------------------------
+
+    def set_credit_line(
+        self, community: str, credit_limit: int | None, *, by: str | Signatory, reason: str
+    ) -> CreditLine | Proposal:
+        """Propose the most ``community`` may owe the rest of the network (None: no line).
+        Applied by ``Reciprocity.set_credit_line`` inside the governed unit of work, at once
+        when the federation asks for no approvals, else once approved; the community's own
+        keys never approve it."""
+        signatory = _signatory(by)
+        self.ledger.get_community(community)
+
+        def work(connection: Connection) -> CreditLine | Proposal:
+            decided = self.governance.submit(
+                connection,
+                governance.Kind.CREDIT_LINE,
+                community,
+                {"community": community, "credit_limit": credit_limit},
+                by=signatory,
+                reason=reason,
+                now=self.clock(),
+            )
+            return (
+                decided.proposal if decided.result is None else cast("CreditLine", decided.result)
+            )
+
+        return self._write(work)
 
     def protocol_in_force(
         self, from_currency: str, to_currency: str, at: dt.datetime | None = None
@@ -365,9 +479,10 @@ class Exchange:
     def protocol_versions(self, from_currency: str, to_currency: str) -> list[ProtocolVersion]:
         source = self.ledger.get_currency(from_currency)
         target = self.ledger.get_currency(to_currency)
+        now = self.clock()
         return self._read(
             lambda connection: [
-                protocol_version_from_row(connection, row)
+                protocol_version_from_row(connection, row, now)
                 for row in repo.protocol_versions_of(connection, source.id, target.id)
             ]
         )
@@ -375,11 +490,13 @@ class Exchange:
     def protocols(self) -> list[ProtocolVersion]:
         """The newest version of every pair (in force or waiting for approval)."""
 
+        now = self.clock()
+
         def work(connection: Connection) -> list[ProtocolVersion]:
             newest = []
             for from_id, to_id in repo.protocol_pairs(connection):
                 versions = repo.protocol_versions_of(connection, from_id, to_id)
-                newest.append(protocol_version_from_row(connection, versions[-1]))
+                newest.append(protocol_version_from_row(connection, versions[-1], now))
             return sorted(newest, key=lambda v: (v.spec.from_currency, v.spec.to_currency))
 
         return self._read(work)
@@ -863,6 +980,268 @@ class _ConversionHook:
             repo.mark_quote_used(connection, self.quote_id, transaction.id)
 
 
+# -- the governed policies (exchange.governance runs them inside its unit of work) ----------------
+
+
+def _signatory(by: str | Signatory) -> Signatory:
+    """A bare name is a federation key's (the Python API's callers: the API passes the
+    key's role and community, the CLI the operator)."""
+    return by if isinstance(by, Signatory) else Signatory(by, governance.FEDERATION)
+
+
+class _SettingsPolicy:
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    def check(self, connection: Connection, change: dict[str, Any], now: dt.datetime) -> None:
+        self._values(connection, change, now)
+
+    def apply(self, connection: Connection, proposal: Proposal, now: dt.datetime) -> Settings:
+        repo.save_settings(connection, self._values(connection, proposal.change, now))
+        return _settings(connection)
+
+    def noted(self, connection: Connection, proposal: Proposal) -> None:
+        pass
+
+    def _values(
+        self, connection: Connection, change: dict[str, Any], now: dt.datetime
+    ) -> dict[str, Any]:
+        unit = ledger_repository.currency_by_code(connection, change["reference_unit"])
+        if unit is None or unit["kind"] != CurrencyKind.UNIT:
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                "The reference unit must be a currency of kind 'unit'.",
+                field="reference_unit",
+            )
+        owner = ledger_repository.community_by_slug(connection, change["federation_community"])
+        if owner is None:
+            raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="federation_community")
+        current = repo.settings(connection)
+        if (
+            current is not None
+            and current["reference_currency_id"] != unit["id"]
+            and repo.any_flow_recorded(connection)
+        ):
+            # Reciprocity flows are valued in the unit; a new unit would mix two scales.
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                "The reference unit cannot change once flows between communities are "
+                "recorded in it.",
+                field="reference_unit",
+            )
+        return {
+            "reference_currency_id": unit["id"],
+            "federation_community_id": owner["id"],
+            "approvals_required": change["approvals_required"],
+            "approvers": change["approvers"],
+            "quote_seconds": change["quote_seconds"],
+            "proposal_seconds": change["proposal_seconds"],
+            "updated_at": now,
+        }
+
+
+class _ValuationPolicy:
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    def check(self, connection: Connection, change: dict[str, Any], now: dt.datetime) -> None:
+        self._prepared(connection, change, now)
+
+    def apply(self, connection: Connection, proposal: Proposal, now: dt.datetime) -> Valuation:
+        currency_id, rate, start = self._prepared(connection, proposal.change, now)
+        repo.insert_valuation(
+            connection,
+            {
+                "currency_id": currency_id,
+                "rate_numerator": rate.numerator,
+                "rate_denominator": rate.denominator,
+                "effective_from": start,
+                "recorded_at": now,
+                "recorded_by": proposal.proposed_by,
+                "reason": proposal.reason,
+                "proposal_id": proposal.id,
+            },
+        )
+        _check_no_arbitrage(connection, now)
+        record_events(connection, now, [(EventKind.VALUATION_CHANGED, None, None, ())])
+        return Valuation(
+            proposal.change["currency"],
+            rate,
+            start,
+            now,
+            proposal.proposed_by,
+            proposal.reason,
+            proposal.id,
+        )
+
+    def noted(self, connection: Connection, proposal: Proposal) -> None:
+        pass
+
+    def _prepared(
+        self, connection: Connection, change: dict[str, Any], now: dt.datetime
+    ) -> tuple[int, Fraction, dt.datetime]:
+        code = change["currency"]
+        rate = rates.read_stored_rate(change["rate"])
+        given = change["effective_from"]
+        start = now if given is None else dt.datetime.fromisoformat(given)
+        current = _settings(connection)
+        if code == current.reference_unit and rate != 1:
+            raise LedgerError(
+                Code.RATE_INVALID, "The reference unit is worth exactly 1.", field="rate"
+            )
+        held = ledger_repository.currency_by_code(connection, code)
+        if held is None:
+            raise LedgerError(Code.CURRENCY_NOT_FOUND, field="currency")
+        in_force = repo.valuation_at(connection, held["id"], now)
+        if in_force is not None and start < in_force["effective_from"]:
+            since = in_force["effective_from"]
+            raise LedgerError(
+                Code.VALUATION_BACKDATED,
+                f"{code} has a valuation in force from {since:%Y-%m-%d %H:%M:%S} UTC; a new "
+                f"one takes effect at or after that ({since.isoformat()}), or from now if "
+                "effective_from is left out.",
+                field="effective_from",
+                extra={"in_force_from": since.isoformat()},
+            )
+        return int(held["id"]), rate, start
+
+
+class _ProtocolPolicy:
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    def check(self, connection: Connection, change: dict[str, Any], now: dt.datetime) -> None:
+        pass  # the version was checked, and written as proposed, before it was submitted
+
+    def apply(
+        self, connection: Connection, proposal: Proposal, now: dt.datetime
+    ) -> ProtocolVersion:
+        version_id = int(proposal.change["protocol_version_id"])
+        row = repo.protocol_version_by_id(connection, version_id, lock=True)
+        if row is None or row["state"] != "proposed":
+            raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="version_id")
+        repo.update_protocol_version(
+            connection,
+            version_id,
+            {
+                "state": "active",
+                "activated_at": now,
+                "approvals": [a.key for a in proposal.approvals],
+            },
+        )
+        _check_no_arbitrage(connection, now)
+        record_events(connection, now, [(EventKind.PROTOCOL_CHANGED, None, None, ())])
+        updated = repo.protocol_version_by_id(connection, version_id)
+        assert updated is not None
+        return protocol_version_from_row(connection, updated, now)
+
+    def noted(self, connection: Connection, proposal: Proposal) -> None:
+        """Keep the version's copy of its approvals, and its state once the proposal ended
+        without applying (rejected, expired)."""
+        version_id = int(proposal.change["protocol_version_id"])
+        values: dict[str, Any] = {"approvals": [a.key for a in proposal.approvals]}
+        row = repo.protocol_version_by_id(connection, version_id)
+        if (
+            row is not None
+            and row["state"] == "proposed"
+            and proposal.state
+            in (
+                governance.State.REJECTED,
+                governance.State.EXPIRED,
+            )
+        ):
+            values["state"] = proposal.state
+        repo.update_protocol_version(connection, version_id, values)
+
+
+class _CreditLinePolicy:
+    """A community credit line, set by ``Reciprocity.set_credit_line`` (which its owner
+    keeps) running on the governed unit of work's connection."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    def check(self, connection: Connection, change: dict[str, Any], now: dt.datetime) -> None:
+        limit = change["credit_limit"]
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= BALANCE_MAX
+        ):
+            raise LedgerError(
+                Code.INVALID_REQUEST,
+                "A credit limit is a whole number of minor units, 0 or more.",
+                field="credit_limit",
+            )
+        if ledger_repository.community_by_slug(connection, change["community"]) is None:
+            raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+        _settings(connection)  # credit lines are in the reference unit
+
+    def apply(self, connection: Connection, proposal: Proposal, now: dt.datetime) -> CreditLine:
+        change = proposal.change
+        return _reciprocity_on(self.exchange.ledger, connection).set_credit_line(
+            change["community"], change["credit_limit"], by=proposal.proposed_by
+        )
+
+    def noted(self, connection: Connection, proposal: Proposal) -> None:
+        pass
+
+
+def _reciprocity_on(ledger: Ledger, connection: Connection) -> Reciprocity:
+    """``Reciprocity`` whose writes run on ``connection``: inside the unit of work that
+    approves the change, not in one of their own."""
+    from exchange.reciprocity import Reciprocity  # noqa: PLC0415 - it imports this module
+
+    class OnConnection(Reciprocity):
+        def _write(self, work: Callable[[Connection], T]) -> T:
+            return work(connection)
+
+    return OnConnection(ledger)
+
+
+def _settings_from_row(row: RowMapping) -> Settings:
+    return Settings(
+        row["reference_unit"],
+        row["federation_community"],
+        row["approvals_required"],
+        row["quote_seconds"],
+        row["approvers"],
+        row["proposal_seconds"],
+    )
+
+
+def _settings_change(settings: Settings) -> dict[str, Any]:
+    return {
+        "reference_unit": settings.reference_unit,
+        "federation_community": settings.federation_community,
+        "approvals_required": settings.approvals_required,
+        "approvers": settings.approvers,
+        "quote_seconds": settings.quote_seconds,
+        "proposal_seconds": settings.proposal_seconds,
+    }
+
+
+def _check_settings(settings: Settings) -> None:
+    if (
+        not 0 <= settings.approvals_required <= 10
+        or not 5 <= settings.quote_seconds <= 3600
+        or not governance.PROPOSAL_SECONDS_MIN
+        <= settings.proposal_seconds
+        <= governance.PROPOSAL_SECONDS_MAX
+    ):
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "approvals_required is 0 to 10, quote_seconds 5 to 3,600 and proposal_seconds "
+            "3,600 to 7,776,000 (90 days).",
+            field="approvals_required",
+        )
+    if settings.approvers not in tuple(governance.Approvers):
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "approvers is 'federation' (federation keys) or 'communities' (one seat per "
+            "member community, and one for the federation).",
+            field="approvers",
+        )
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -874,12 +1253,7 @@ def _settings(connection: Connection, *, lock: bool = False) -> Settings:
     row = repo.settings(connection, lock=lock)
     if row is None:
         raise LedgerError(Code.EXCHANGE_NOT_CONFIGURED)
-    return Settings(
-        row["reference_unit"],
-        row["federation_community"],
-        row["approvals_required"],
-        row["quote_seconds"],
-    )
+    return _settings_from_row(row)
 
 
 def _valuation(currency: str, row: RowMapping) -> Valuation:
@@ -890,6 +1264,7 @@ def _valuation(currency: str, row: RowMapping) -> Valuation:
         row["recorded_at"],
         row["recorded_by"],
         row["reason"],
+        row["proposal_id"],
     )
 
 
@@ -990,8 +1365,19 @@ def _currency_codes(connection: Connection) -> dict[int, str]:
     return {row["id"]: row["code"] for row in ledger_repository.list_currencies(connection)}
 
 
-def protocol_version_from_row(connection: Connection, row: RowMapping) -> ProtocolVersion:
+def protocol_version_from_row(
+    connection: Connection, row: RowMapping, now: dt.datetime | None = None
+) -> ProtocolVersion:
+    """A version as stored; given ``now``, a proposed one whose proposal has expired by
+    then reads as expired (the next governed write records it so)."""
     codes = _currency_codes(connection)
+    state = row["state"]
+    if state == "proposed" and now is not None and row["proposal_id"] is not None:
+        proposal = governance.proposal_row(connection, row["proposal_id"])
+        if proposal is not None and proposal["state"] == "pending":
+            state = "expired" if proposal["expires_at"] <= now else state
+        elif proposal is not None and proposal["state"] in ("rejected", "expired"):
+            state = proposal["state"]
     fixed = (
         None
         if row["fixed_rate_numerator"] is None
@@ -1024,13 +1410,14 @@ def protocol_version_from_row(connection: Connection, row: RowMapping) -> Protoc
     return ProtocolVersion(
         id=row["id"],
         version=row["version"],
-        state=row["state"],
+        state=state,
         spec=spec,
         proposed_at=row["proposed_at"],
         proposed_by=row["proposed_by"],
         reason=row["reason"],
         approvals=tuple(row["approvals"]),
         activated_at=row["activated_at"],
+        proposal_id=row["proposal_id"],
     )
 
 

@@ -37,6 +37,12 @@ class ExchangeSettingsRow(Base):
     # The community that owns the federation's liquidity, fee and rounding accounts.
     federation_community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
     approvals_required: Mapped[int] = mapped_column(Integer)
+    # Whose approvals count (``exchange.governance.Approvers``): "federation" keys only, or
+    # "communities": one seat per member community (its treasurers) and one for the
+    # federation's keys.
+    approvers: Mapped[str] = mapped_column(String(16))
+    # How long a proposal waits for its approvals before it expires.
+    proposal_seconds: Mapped[int] = mapped_column(Integer)
     quote_seconds: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(Instant)
 
@@ -55,15 +61,17 @@ class ValuationRow(Base):
     recorded_at: Mapped[dt.datetime] = mapped_column(Instant)
     recorded_by: Mapped[str] = mapped_column(String(100))
     reason: Mapped[str] = mapped_column(String(500))
+    # The governance proposal that put it in force (None: recorded before governance).
+    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("governance_proposals.id"))
 
 
 class ProtocolVersionRow(Base):
     """One version of the rule for converting ``from`` into ``to``.
 
     ``state`` is proposed (waiting for approvals), active (in force from
-    ``effective_from``), or rejected. The version in force at an instant is the active one
-    with the highest ``version`` whose ``activated_at`` and ``effective_from`` are not
-    after it.
+    ``effective_from``), rejected, or expired (its proposal lapsed unapproved). The
+    version in force at an instant is the active one with the highest ``version`` whose
+    ``activated_at`` and ``effective_from`` are not after it.
     """
 
     __tablename__ = "protocol_versions"
@@ -92,8 +100,12 @@ class ProtocolVersionRow(Base):
     proposed_at: Mapped[dt.datetime] = mapped_column(Instant)
     proposed_by: Mapped[str] = mapped_column(String(100))
     reason: Mapped[str] = mapped_column(String(500))
+    # The keys that approved it, as ``governance_approvals`` records them (a copy, so a
+    # version reads whole from its row).
     approvals: Mapped[list[str]] = mapped_column(JSON)
     activated_at: Mapped[dt.datetime | None] = mapped_column(Instant)
+    # The governance proposal that decides it (None: recorded before governance).
+    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("governance_proposals.id"))
 
 
 class QuoteRow(Base):
@@ -142,6 +154,65 @@ class ConversionRow(Base):
     rate: Mapped[str] = mapped_column(String(120))
     valuation_from: Mapped[str | None] = mapped_column(String(80))
     valuation_to: Mapped[str | None] = mapped_column(String(80))
+    at: Mapped[dt.datetime] = mapped_column(Instant)
+
+
+# -- governance (exchange/governance.py) ---------------------------------------------------------
+
+
+class GovernanceProposalRow(Base):
+    """One proposed change of policy (exchange settings, a valuation, a protocol version, a
+    community credit line), from proposal to its end: applied, rejected or expired.
+
+    ``change`` is what would be applied, in exact text (rates as "n/d", instants as RFC
+    3339). ``approvals_required`` and ``approvers`` are the rule in force when it was
+    proposed; it comes into force under the stricter of that and the rule in force when
+    the last approval arrives, which an applied proposal then records in their place.
+    Rows are never deleted."""
+
+    __tablename__ = "governance_proposals"
+    __table_args__ = (
+        Index(None, "state", "expires_at"),
+        Index(None, "kind", "subject", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    # What it changes, readable: "settings", a currency code, "HRB->HHT", a community slug.
+    subject: Mapped[str] = mapped_column(String(120))
+    change: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))  # pending, applied, rejected, expired
+    reason: Mapped[str] = mapped_column(String(500))
+    proposed_at: Mapped[dt.datetime] = mapped_column(Instant)
+    proposed_by: Mapped[str] = mapped_column(String(100))
+    proposer_role: Mapped[str] = mapped_column(String(16))
+    proposer_community: Mapped[str | None] = mapped_column(String(64))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    approvers: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[dt.datetime] = mapped_column(Instant)
+    # When it was applied, rejected or expired; by whom (None when it applied itself or
+    # expired); and, for a rejection, why.
+    closed_at: Mapped[dt.datetime | None] = mapped_column(Instant)
+    closed_by: Mapped[str | None] = mapped_column(String(100))
+    close_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class GovernanceApprovalRow(Base):
+    """One key's approval of one proposal: who, in what role, for which community, when.
+
+    ``seat`` is what the approval counts as: the key itself when only federation keys
+    approve, or the community it represents ("federation" for the federation's keys) when
+    approvals must come from distinct communities. A key approves a proposal once."""
+
+    __tablename__ = "governance_approvals"
+    __table_args__ = (UniqueConstraint("proposal_id", "approved_by"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    proposal_id: Mapped[int] = mapped_column(ForeignKey("governance_proposals.id"))
+    approved_by: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    community: Mapped[str | None] = mapped_column(String(64))
+    seat: Mapped[str] = mapped_column(String(100))
     at: Mapped[dt.datetime] = mapped_column(Instant)
 
 

@@ -181,6 +181,45 @@ def _approved_once_by(m: Market) -> Call:
     return Call("POST", f"/v1/protocol-versions/{proposed['id']}/approve", headers=second)
 
 
+def _settings(m: Market, **more: Any) -> Any:
+    body = {"reference_unit": "FRU", "federation_community": "federation", **more}
+    return m.ok("PUT", "/v1/exchange/settings", body)
+
+
+def _key(m: Market, role: key_store.Role, community: str | None, label: str) -> Headers:
+    _, secret = key_store.create_key(
+        m.engine, role=role, community=community, label=label, now=m.clock()
+    )
+    return bearer(secret)
+
+
+def _pending_valuation(m: Market, **settings: Any) -> Any:
+    """Four eyes (or the given rule), then LEAF revalued: a proposal waiting (202)."""
+    _settings(m, **{"approvals_required": 1, **settings})
+    response = m.client.post(
+        "/v1/valuations",
+        json={"currency": "LEAF", "rate": "0.9", "reason": "review"},
+        headers=m.admin,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _approving_an_expired_proposal(m: Market) -> Call:
+    proposal = _pending_valuation(m)
+    second = _second_key(m)
+    m.clock.advance(7 * 86_400)
+    return Call("POST", f"/v1/governance/proposals/{proposal['id']}/approve", headers=second)
+
+
+def _a_second_key_of_one_community(m: Market) -> Call:
+    proposal = _pending_valuation(m, approvals_required=2, approvers="communities")
+    path = f"/v1/governance/proposals/{proposal['id']}/approve"
+    m.ok("POST", path, headers=m.treasurer)
+    another = _key(m, key_store.Role.TREASURER, "riverbend", "second riverbend treasurer")
+    return Call("POST", path, headers=another)
+
+
 def _new_currency(m: Market, code: str) -> None:
     m.ledger.create_currency(code, kind=CurrencyKind.EXTERNAL, scale=2, name=code, symbol=code)
 
@@ -349,6 +388,30 @@ REFUSALS: list[tuple[str, Prepare, Code]] = [
         Code.APPROVAL_INVALID,
     ),
     ("approving twice with one key", _approved_once_by, Code.APPROVAL_INVALID),
+    ("approving a proposal that expired", _approving_an_expired_proposal, Code.PROPOSAL_EXPIRED),
+    (
+        "a treasurer approving while only federation keys count",
+        lambda m: Call(
+            "POST",
+            f"/v1/governance/proposals/{_pending_valuation(m)['id']}/approve",
+            headers=m.treasurer,
+        ),
+        Code.APPROVER_NOT_ELIGIBLE,
+    ),
+    (
+        "a second key of a community that approved",
+        _a_second_key_of_one_community,
+        Code.APPROVAL_SEAT_TAKEN,
+    ),
+    (
+        "a valuation dated before the one in force",
+        lambda m: Call(
+            "POST",
+            "/v1/valuations",
+            {"currency": "LEAF", "rate": "0.85", "reason": "x", "effective_from": m.instant(-60)},
+        ),
+        Code.VALUATION_BACKDATED,
+    ),
     (
         "a pair without a protocol",
         lambda m: _conversion(m, m.federation.ana, m.federation.hilltop_leaves),
@@ -720,15 +783,23 @@ def test_history_answers_the_rate_in_force_at_a_past_instant(market: Market) -> 
     assert m.ok("GET", "/v1/protocols/LEAF/HRB")["version"] == 2
     history = m.ok("GET", "/v1/valuations/LEAF/history")
     assert [(v["rate"], v["reason"]) for v in history] == [("0.8", "founding"), ("0.9", "review")]
-    # A valuation recorded now but dated back does not rewrite what was in force before.
-    m.ok(
-        "POST",
-        "/v1/valuations",
-        {"currency": "LEAF", "rate": "0.85", "reason": "backdated", "effective_from": before},
+    # A valuation dated back before the one in force would never be used: refused, and
+    # what was in force before stays as it was.
+    body = refuse(
+        m,
+        Call(
+            "POST",
+            "/v1/valuations",
+            {"currency": "LEAF", "rate": "0.85", "reason": "backdated", "effective_from": before},
+        ),
+        Code.VALUATION_BACKDATED,
     )
+    assert body["field"] == "effective_from"
+    assert body["extra"]["in_force_from"] == history[-1]["effective_from"].replace("Z", "+00:00")
     assert (
         m.client.get("/v1/valuations/LEAF", params=query, headers=m.admin).json()["rate"] == "0.8"
     )
+    assert [v["rate"] for v in m.ok("GET", "/v1/valuations/LEAF/history")] == ["0.8", "0.9"]
 
 
 def test_a_quote_between_finely_valued_currencies_converts(market: Market) -> None:

@@ -73,7 +73,8 @@ class Expect:
     item_code: str | None = None  # a batch: the code its one item was refused with
 
 
-OK, CREATED = Expect(200), Expect(201)
+OK, CREATED, ACCEPTED = Expect(200), Expect(201), Expect(202)  # 202: a change waits for approvals
+NOT_AN_APPROVER = Expect(403, "approver_not_eligible")
 UNAUTHENTICATED = Expect(401, "unauthenticated")
 FORBIDDEN = Expect(403, "forbidden")
 ACCOUNT_HIDDEN = Expect(404, "account_not_found")
@@ -140,6 +141,12 @@ def riverbend_listing() -> dict[str, Expect]:
 
 def federation_only(expect: Expect) -> dict[str, Expect]:
     return roles(federation=expect)
+
+
+def approvers(expect: Expect) -> dict[str, Expect]:
+    """A governance decision: the federation's; a treasurer's key reaches the approval rule,
+    which (only federation keys count here) refuses it; viewers and auditors never decide."""
+    return roles(federation=expect, treasurer=NOT_AN_APPROVER, other_treasurer=NOT_AN_APPROVER)
 
 
 def treasurer_writes(expect: Expect, hidden: Expect) -> dict[str, Expect]:
@@ -222,6 +229,15 @@ class World:
         )
         assert version.state == "proposed"
         return version.id
+
+    def proposal(self) -> int:
+        """A new pending proposal (a protocol version's), so each caller decides its own."""
+        version = self.exchange.protocol_versions("HRB", "HHT")[-1]
+        if version.state != "proposed" or version.approvals:
+            self.proposed()
+            version = self.exchange.protocol_versions("HRB", "HHT")[-1]
+        assert version.proposal_id is not None
+        return version.proposal_id
 
 
 def _slug(caller: str) -> str:
@@ -393,7 +409,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         lambda w, caller: Call(
             "POST", "/v1/valuations", {"currency": "LEAF", "rate": "0.8", "reason": "review"}
         ),
-        federation_only(CREATED),
+        federation_only(ACCEPTED),
     ),
     ("GET", "/v1/valuations/{code}"): Row(_get("/v1/valuations/HRB"), anyone()),
     ("GET", "/v1/valuations/{code}/history"): Row(_get("/v1/valuations/HRB/history"), anyone()),
@@ -418,7 +434,22 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("POST", "/v1/protocol-versions/{version_id}/approve"): Row(
         lambda w, caller: Call("POST", f"/v1/protocol-versions/{w.proposed()}/approve"),
-        federation_only(OK),
+        approvers(OK),
+    ),
+    # -- governance: proposals readable by all; decided by keys whose approval counts ------
+    ("GET", "/v1/governance/proposals"): Row(_get("/v1/governance/proposals"), anyone()),
+    ("GET", "/v1/governance/proposals/{proposal_id}"): Row(
+        lambda w, caller: Call("GET", f"/v1/governance/proposals/{w.proposal()}"), anyone()
+    ),
+    ("POST", "/v1/governance/proposals/{proposal_id}/approve"): Row(
+        lambda w, caller: Call("POST", f"/v1/governance/proposals/{w.proposal()}/approve"),
+        approvers(OK),
+    ),
+    ("POST", "/v1/governance/proposals/{proposal_id}/reject"): Row(
+        lambda w, caller: Call(
+            "POST", f"/v1/governance/proposals/{w.proposal()}/reject", {"reason": "not now"}
+        ),
+        approvers(OK),
     ),
     # -- exchange: quotes and conversions are payments from the quoting account ----------------
     ("POST", "/v1/quotes"): Row(
@@ -473,7 +504,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         lambda w, caller: Call(
             "PUT", "/v1/reciprocity/credit-lines/riverbend", {"credit_limit": 100_000}
         ),
-        federation_only(OK),
+        federation_only(ACCEPTED),
     ),
     ("GET", "/v1/reciprocity/obligations"): Row(
         _get("/v1/reciprocity/obligations"), NETWORK_REPORT

@@ -77,13 +77,16 @@ def _market(ledger: Ledger, approvals_required: int = 0) -> Market:
             if ledger.get_account(account).currency == code:
                 ledger.post_transaction(pay(issuance, account, 100_000, code))
     exchange = Exchange(ledger)
-    exchange.configure(
-        reference_unit="FRU",
-        federation_community="federation",
-        approvals_required=approvals_required,
-    )
+    exchange.configure(reference_unit="FRU", federation_community="federation")
     for code, rate in (("FRU", "1"), ("HRB", "1"), ("HHT", "1"), ("LEAF", "4/5"), ("SEK", "9/200")):
         exchange.set_valuation(code, Fraction(rate), by=FEDERATION, reason="founding")
+    if approvals_required:
+        # The founding valuations are in force; from here on changes wait for approvals.
+        exchange.configure(
+            reference_unit="FRU",
+            federation_community="federation",
+            approvals_required=approvals_required,
+        )
     return Market(exchange, **accounts)
 
 
