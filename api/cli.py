@@ -152,6 +152,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from exchange.reciprocity_verify import verify as reciprocity_verify  # noqa: PLC0415
+
     engine = _ready_engine()
     show = sys.stderr.isatty() or args.progress
 
@@ -169,6 +171,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     violations = verify(engine, progress=progress)
     if show:
         print(file=sys.stderr)
+    # The layers above the ledger keep invariants of their own: reciprocity's positions and
+    # aggregates against the flows they are maintained from.
+    violations += reciprocity_verify(engine)
     for violation in violations:
         print(violation)
     if violations:

@@ -410,7 +410,13 @@ def list_obligations(state: StateDep, principal: PrincipalDep) -> list[Obligatio
 )
 def settlement_plan(state: StateDep, principal: PrincipalDep) -> list[PlannedPaymentPublic]:
     """Payments that settle every net position, each with the ways the protocols allow.
-    A payment made with category `settlement` counts as settling: its payer gives."""
+    A payment carries out a line when it has category `settlement` and names the line in
+    its metadata: `{"settles": {"debtor": …, "creditor": …, "basis": "settlement_plan"}}`
+    (or `"basis": "<clearing proposal id>"` for what the latest executed clearing left).
+    Then its payer gives; it is refused with settlement_exceeds_outstanding above what is
+    outstanding, settlement_obligation_not_found when nothing is, and
+    settlement_reference_invalid when the reference does not fit the payment. A label
+    without a reference is a purchase like any other."""
     _require(principal, Role.FEDERATION, Role.AUDITOR)
     return _plan_views(_reciprocity(state).settlement_plan())
 

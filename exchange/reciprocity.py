@@ -47,16 +47,54 @@ are posted); voids and expiries move nothing. Movements in the reference unit it
 not flows (the position accounts hold it; a write that would move a position account by
 hand is refused).
 
-A payment categorised ``settlement`` is the other way round: it pays a debt between
-communities rather than buying anything, so the paying community is the one that gives
-(its position rises, the payee's falls). That is how a treasurer carries out a line of the
-settlement plan through the ledger; every other category is a purchase.
-
 Without a configured exchange there is no reference unit, so nothing is recorded and the
 reports answer ``exchange_not_configured``; payments are never refused for it. When a
 currency moved has no valuation in force, the transaction records no flow but a row in
 ``reciprocity_unvalued`` per community involved, and the reports count those
 (``unvalued_transactions``) so nothing is hidden.
+
+Settlements
+-----------
+A settlement counts the other way round from a purchase: it pays a debt between
+communities rather than buying anything, so the paying community is the one that gives
+(its position rises, the payee's falls). What makes a payment a settlement is what it
+pays, not its label: it is categorised ``settlement`` *and* names, in its own
+transaction's metadata, the obligation it pays::
+
+    "category": "settlement",
+    "metadata": {"settles": {"debtor": "riverbend", "creditor": "hilltop",
+                             "basis": "settlement_plan"}}
+
+``basis`` is ``"settlement_plan"`` (a line of the settlement plan in force: the plan
+computed from the positions as they stand when the payment posts) or the id of the latest
+executed clearing proposal (``"clr_…"``: an obligation that clearing left remaining; two
+executed in the same microsecond are both the latest). The
+reference stays with the payment, immutable like it, so an auditor reads from the
+transaction alone what it settled and on what basis. Inside the writing unit of work, after
+locking every position account (the plan depends on all of them), the observer checks:
+
+- the reference has exactly those three keys, names two communities of the federation
+  and a basis as above, else ``settlement_reference_invalid``;
+- the payment moves value from the debtor's community to the creditor's and between no
+  other communities, valued (an unvalued currency would settle nothing), else
+  ``settlement_reference_invalid``;
+- something is outstanding, else ``settlement_obligation_not_found``: on the plan, the
+  line debtor -> creditor; on a clearing, that proposal is the latest executed one and
+  its remaining obligation of debtor to creditor, less what earlier settlements naming
+  it paid (reversed ones not counted), and never more than the debtor owes the creditor
+  now (trade since can have lowered it);
+- the payment's value is at most what is outstanding, else
+  ``settlement_exceeds_outstanding``, which names the outstanding amount. A settlement is
+  refused rather than capped: the payment moves its whole amount, and counting only part
+  of it as settling would leave the rest a purchase nobody made.
+
+Within a write, each settlement is judged on what the transactions before it left, like
+the credit lines below; a refusal refuses that payment alone in a batch. A payment
+categorised ``settlement`` without ``settles`` is a purchase like any other (the label is
+just a label), and ``settles`` on a payment of another category means nothing to
+reciprocity: the observer reads the metadata only of payments categorised settlement, so
+other payments pay nothing for the check. A settlement's reversal undoes its flow exactly,
+as any reversal does, and the debt it paid is outstanding again.
 
 Credit lines
 ------------
@@ -83,6 +121,12 @@ as from its claims. ``exchange.clearing`` computes the optimal set-off; executin
 proposal books it between the position accounts (creditor -> debtor per cleared
 obligation, zero in total per community) and adds it to ``K``, all in one unit of work that
 first checks the obligations still have the fingerprint the proposal was computed from.
+
+Verifying
+---------
+``exchange.reciprocity_verify`` recomputes every maintained figure (pairs, days, positions)
+from the flows and the executed clearings and names each one that differs; ``heartleaf
+verify`` runs it after the ledger's own checks.
 """
 
 from __future__ import annotations
@@ -138,6 +182,7 @@ from ledger.model import (
 from ledger.service import POSTINGS_MAX as LEDGER_POSTINGS_MAX
 from ledger.service import Ledger, Movement, record_events
 from ledger.tables import to_micros
+from ledger.verify import Violation
 
 T = TypeVar("T")
 Value = Fraction | int  # reference-unit minor units, exact
@@ -146,6 +191,9 @@ POSITION_ACCOUNT_NAME: Final = "reciprocity position"
 # The ledger has no account type for it yet; ``clearing`` is the closest of its types.
 POSITION_ACCOUNT_TYPE: Final = AccountType.CLEARING
 SETTLEMENT_CATEGORY: Final = "settlement"
+SETTLES_KEY: Final = "settles"  # the metadata key of a settlement's reference
+PLAN_BASIS: Final = "settlement_plan"
+CLEARING_BASIS_PREFIX: Final = "clr_"
 CATEGORY: Final = "reciprocity"
 WINDOW_DAYS_MAX: Final = 3_660
 FREE_RIDER_WINDOW_DAYS: Final = 30
@@ -421,13 +469,15 @@ class ReciprocityObserver:
                 if isinstance(nets, int):  # the id of a currency without a valuation
                     unvalued += _unvalued_rows(context, transaction_id, group, nets)
                     continue
-                pairs = pair_flows(nets)
-                if group[0].category == SETTLEMENT_CATEGORY:  # the payer gives: see the essay
-                    pairs = [(receiver, giver, amount) for giver, receiver, amount in pairs]
                 flows += [
                     _Flow(transaction_id, giver, receiver, amount, at)
-                    for giver, receiver, amount in pairs
+                    for giver, receiver, amount in pair_flows(nets)
                 ]
+            settling = [
+                t for t, group in by_transaction.items() if group[0].category == SETTLEMENT_CATEGORY
+            ]
+            if settling:  # the payer gives, if the payment names what it settles: see the essay
+                flows = _settle(connection, context, list(by_transaction), settling, flows)
         if reversals:
             flows += _undo(connection, reversals)
         if unvalued:
@@ -699,6 +749,289 @@ def _undo(connection: Connection, reversals: Mapping[int, tuple[int, dt.datetime
         for reversal_id, (original, at) in sorted(reversals.items())
         for row in recorded.get(original, [])
     ]
+
+
+# -- settlements ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """What a settlement says it pays: ``debtor``'s obligation to ``creditor`` (community
+    ids, and their slugs as written), from the settlement plan or a clearing result."""
+
+    debtor: int
+    creditor: int
+    debtor_slug: str
+    creditor_slug: str
+    basis: str  # PLAN_BASIS or a clearing proposal's id
+
+
+def _settle(
+    connection: Connection,
+    context: _Context,
+    order: list[int],
+    settling: list[int],
+    flows: list[_Flow],
+) -> list[_Flow]:
+    """The write's flows with each settlement turned round (its payer gives), after
+    judging it against what is outstanding; a payment categorised ``settlement`` that
+    names nothing is a purchase like any other. See the module's essay."""
+    references = _settlement_references(connection, settling)
+    if not references:
+        return flows
+    slugs = _slugs(connection)
+    ids = {slug: community_id for community_id, slug in slugs.items()}
+    parsed = {
+        transaction_id: _parse_reference(transaction_id, raw, ids, context.federation_id)
+        for transaction_id, raw in references.items()
+    }
+    by_transaction: dict[int, list[_Flow]] = {}
+    for flow in flows:
+        by_transaction.setdefault(flow.transaction_id, []).append(flow)
+    ledger_state = _Outstanding(connection, context, slugs)
+    result: list[_Flow] = []
+    for transaction_id in order:  # each judged on what the ones before it left
+        mine = by_transaction.get(transaction_id, [])
+        reference = parsed.get(transaction_id)
+        if reference is not None:
+            mine = ledger_state.settle(transaction_id, reference, mine)
+        ledger_state.apply(mine)
+        result += mine
+    return result
+
+
+def _settlement_references(connection: Connection, transaction_ids: list[int]) -> dict[int, Any]:
+    """Each transaction's ``settles`` reference, for those whose metadata has one."""
+    transactions = ledger_repository.transactions
+    statement = select(transactions.c.id, transactions.c.metadata).where(
+        transactions.c.id.in_(bindparam("ids", expanding=True))
+    )
+    return {
+        transaction_id: metadata[SETTLES_KEY]
+        for transaction_id, metadata in connection.execute(statement, {"ids": transaction_ids})
+        if isinstance(metadata, dict) and SETTLES_KEY in metadata
+    }
+
+
+def _parse_reference(
+    transaction_id: int, raw: Any, ids: Mapping[str, int], federation_id: int
+) -> _Reference:
+    shape = (
+        isinstance(raw, dict)
+        and set(raw) == {"debtor", "creditor", "basis"}
+        and all(isinstance(value, str) for value in raw.values())
+    )
+    if not shape:
+        _refuse_settlement(
+            transaction_id,
+            Code.SETTLEMENT_REFERENCE_INVALID,
+            'metadata.settles is {"debtor": <community>, "creditor": <community>, "basis": '
+            f'"{PLAN_BASIS}" or a clearing proposal\'s id}}, nothing else.',
+        )
+    debtor, creditor, basis = raw["debtor"], raw["creditor"], raw["basis"]
+    if basis != PLAN_BASIS and not basis.startswith(CLEARING_BASIS_PREFIX):
+        _refuse_settlement(
+            transaction_id,
+            Code.SETTLEMENT_REFERENCE_INVALID,
+            f'A settlement\'s basis is "{PLAN_BASIS}" or the id of an executed clearing '
+            f"proposal ({CLEARING_BASIS_PREFIX}…), not {basis!r}.",
+        )
+    for slug in (debtor, creditor):
+        if ids.get(slug) in (None, federation_id):
+            _refuse_settlement(
+                transaction_id,
+                Code.SETTLEMENT_OBLIGATION_NOT_FOUND,
+                f"No community {slug!r} owes or is owed anything in reciprocity.",
+                {"debtor": debtor, "creditor": creditor, "basis": basis},
+            )
+    if debtor == creditor:
+        _refuse_settlement(
+            transaction_id,
+            Code.SETTLEMENT_REFERENCE_INVALID,
+            "A settlement's debtor and creditor are two different communities.",
+        )
+    return _Reference(ids[debtor], ids[creditor], debtor, creditor, basis)
+
+
+class _Outstanding:
+    """What is owed, as it stands inside the writing unit of work: positions, each pair's
+    open figures (given less cleared) and the latest executed clearing, moved along by the
+    write's flows as they are judged.
+
+    The settlement plan depends on every community's position, so every position account
+    is locked first (ascending id, the global order; the credit-line check locks a subset
+    of them again later, which changes nothing): concurrent writes that move positions
+    queue behind a settlement, and two settlements cannot both pay the same outstanding."""
+
+    def __init__(self, connection: Connection, context: _Context, slugs: Mapping[int, str]):
+        self.connection = connection
+        self.slugs = slugs
+        held = _position_account_ids(connection, context.unit_id, list(slugs))
+        community_of = {account_id: community for community, account_id in held.items()}
+        self.positions = {
+            community_of[row.id]: row.balance_posted
+            for row in _lock_positions(connection, sorted(held.values()))
+        }
+        self.open: dict[tuple[int, int], int] = {
+            (giver, receiver): int(given) - int(cleared)
+            for giver, receiver, given, cleared in connection.execute(
+                select(
+                    pairs_table.c.giver_community_id,
+                    pairs_table.c.receiver_community_id,
+                    pairs_table.c.given,
+                    pairs_table.c.cleared,
+                )
+            )
+        }
+        self.paid: dict[tuple[str, int, int], int] = {}  # in this write, per clearing reference
+        self._latest: dict[str, RowMapping] | None = None  # read on first use
+
+    def apply(self, flows: Iterable[_Flow]) -> None:
+        for flow in flows:
+            pair = (flow.giver, flow.receiver)
+            self.open[pair] = self.open.get(pair, 0) + flow.amount
+            self.positions[flow.giver] = self.positions.get(flow.giver, 0) + flow.amount
+            self.positions[flow.receiver] = self.positions.get(flow.receiver, 0) - flow.amount
+
+    def owed(self, debtor: int, creditor: int) -> int:
+        """What ``debtor`` owes ``creditor`` bilaterally (0 when it owes nothing)."""
+        net = self.open.get((creditor, debtor), 0) - self.open.get((debtor, creditor), 0)
+        return max(net, 0)
+
+    def settle(self, transaction_id: int, reference: _Reference, flows: list[_Flow]) -> list[_Flow]:
+        """The settlement's one flow, turned round; or a refusal."""
+        purchase = (reference.creditor, reference.debtor)  # how the payment reads as trade
+        if len(flows) != 1 or (flows[0].giver, flows[0].receiver) != purchase:
+            moved = ", ".join(
+                f"{self.slugs[f.receiver]} paid {self.slugs[f.giver]} {f.amount}" for f in flows
+            )
+            _refuse_settlement(
+                transaction_id,
+                Code.SETTLEMENT_REFERENCE_INVALID,
+                f"A settlement of {reference.debtor_slug}'s obligation to "
+                f"{reference.creditor_slug} moves value from {reference.debtor_slug} to "
+                f"{reference.creditor_slug} alone; this payment moves "
+                f"{moved or 'no valued amount between communities'}.",
+            )
+        (flow,) = flows
+        if reference.basis == PLAN_BASIS:
+            outstanding = self._plan_line(reference)
+            where = "the settlement plan in force"
+        else:
+            outstanding = self._clearing_remainder(transaction_id, reference)
+            where = f"clearing {reference.basis}"
+        extra = {
+            "debtor": reference.debtor_slug,
+            "creditor": reference.creditor_slug,
+            "basis": reference.basis,
+            "outstanding": max(outstanding, 0),
+        }
+        if outstanding <= 0:
+            _refuse_settlement(
+                transaction_id,
+                Code.SETTLEMENT_OBLIGATION_NOT_FOUND,
+                f"{where.capitalize()} leaves nothing for {reference.debtor_slug} to pay "
+                f"{reference.creditor_slug}.",
+                extra,
+            )
+        if flow.amount > outstanding:
+            _refuse_settlement(
+                transaction_id,
+                Code.SETTLEMENT_EXCEEDS_OUTSTANDING,
+                f"{where.capitalize()} leaves {outstanding} (reference-unit minor units) for "
+                f"{reference.debtor_slug} to pay {reference.creditor_slug}; this payment is "
+                f"worth {flow.amount}.",
+                {**extra, "required": flow.amount},
+            )
+        if reference.basis != PLAN_BASIS:
+            key = (reference.basis, reference.debtor, reference.creditor)
+            self.paid[key] = self.paid.get(key, 0) + flow.amount
+        return [_Flow(transaction_id, reference.debtor, reference.creditor, flow.amount, flow.at)]
+
+    def _plan_line(self, reference: _Reference) -> int:
+        """What the settlement plan, computed from the positions as they stand, has the
+        debtor pay the creditor."""
+        from exchange import clearing  # noqa: PLC0415 - the solver is loaded only to settle
+
+        positions = {self.slugs[c]: p for c, p in self.positions.items() if p}
+        return sum(
+            payment.amount
+            for payment in clearing.settlement_plan(positions)
+            if (payment.payer, payment.payee) == (reference.debtor_slug, reference.creditor_slug)
+        )
+
+    def _clearing_remainder(self, transaction_id: int, reference: _Reference) -> int:
+        """What the latest executed clearing left of the obligation, less what settlements
+        naming it have paid (reversed ones not counted), and never more than the debtor
+        owes the creditor now."""
+        latest = self._latest_clearings().get(reference.basis)
+        if latest is None:
+            _refuse_settlement(
+                transaction_id,
+                Code.SETTLEMENT_OBLIGATION_NOT_FOUND,
+                f"{reference.basis} is not the latest executed clearing, so its result is not "
+                "what is owed now; settle against the latest one or the settlement plan.",
+                {"basis": reference.basis},
+            )
+        pair = (reference.debtor_slug, reference.creditor_slug)
+        left = _from_json(latest["remaining"]).get(pair, 0)
+        if left <= 0:
+            return 0
+        left -= self._paid_against(latest, reference)
+        left -= self.paid.get((reference.basis, reference.debtor, reference.creditor), 0)
+        return min(left, self.owed(reference.debtor, reference.creditor))
+
+    def _latest_clearings(self) -> dict[str, RowMapping]:
+        """The executed clearings with the latest execution time, by id: one, unless two
+        were executed in the same microsecond (then either's result is current)."""
+        if self._latest is None:
+            executed = proposals_table.c.status == "executed"
+            newest = (
+                select(func.max(proposals_table.c.executed_at)).where(executed).scalar_subquery()
+            )
+            statement = select(
+                proposals_table.c.id, proposals_table.c.remaining, proposals_table.c.executed_at
+            ).where(executed, proposals_table.c.executed_at == newest)
+            self._latest = {row["id"]: row for row in self.connection.execute(statement).mappings()}
+        return self._latest
+
+    def _paid_against(self, clearing_row: RowMapping, reference: _Reference) -> int:
+        """What earlier settlements naming this clearing and pair paid, reversals undone:
+        the payments categorised settlement since its execution (the category's index),
+        read back from their own metadata."""
+        transactions = ledger_repository.transactions
+        statement = select(transactions.c.id, transactions.c.metadata).where(
+            transactions.c.category == SETTLEMENT_CATEGORY,
+            transactions.c.created_at >= clearing_row["executed_at"],
+            transactions.c.reversed_by_id.is_(None),
+        )
+        wanted = {
+            "debtor": reference.debtor_slug,
+            "creditor": reference.creditor_slug,
+            "basis": reference.basis,
+        }
+        naming = [
+            transaction_id
+            for transaction_id, metadata in self.connection.execute(statement)
+            if isinstance(metadata, dict) and metadata.get(SETTLES_KEY) == wanted
+        ]
+        if not naming:
+            return 0
+        paid = self.connection.execute(
+            select(func.coalesce(func.sum(flows_table.c.amount), 0)).where(
+                flows_table.c.transaction_id.in_(bindparam("ids", expanding=True)),
+                flows_table.c.giver_community_id == reference.debtor,
+                flows_table.c.receiver_community_id == reference.creditor,
+            ),
+            {"ids": naming},
+        ).scalar_one()
+        return int(paid)
+
+
+def _refuse_settlement(
+    transaction_id: int, code: Code, detail: str, extra: dict[str, Any] | None = None
+) -> NoReturn:
+    raise TransactionRefusedError(transaction_id, code, detail, extra=extra)
 
 
 def _refuse_moving_positions(
@@ -1153,69 +1486,12 @@ class Reciprocity:
 
         return self._read(work)
 
-    def verify(self) -> list[str]:
-        """Every maintained figure against its recomputation: per pair, the total given
-        equals its flows and its days; per community, the position account's balance equals
-        what it gave minus what it received. [] when sound."""
+    def verify(self) -> list[Violation]:
+        """The reciprocity layer's invariants (``exchange.reciprocity_verify``); [] when
+        sound."""
+        from exchange.reciprocity_verify import verify  # noqa: PLC0415 - it imports this module
 
-        def work(connection: Connection) -> list[str]:
-            problems: list[str] = []
-            from_flows = {
-                (g, r): int(a)
-                for g, r, a in connection.execute(
-                    select(
-                        flows_table.c.giver_community_id,
-                        flows_table.c.receiver_community_id,
-                        func.sum(flows_table.c.amount),
-                    ).group_by(
-                        flows_table.c.giver_community_id, flows_table.c.receiver_community_id
-                    )
-                )
-            }
-            from_days = {
-                (g, r): int(a)
-                for g, r, a in connection.execute(
-                    select(
-                        days_table.c.giver_community_id,
-                        days_table.c.receiver_community_id,
-                        func.sum(days_table.c.amount),
-                    ).group_by(days_table.c.giver_community_id, days_table.c.receiver_community_id)
-                )
-            }
-            pairs = {
-                (g, r): int(a)
-                for g, r, a in connection.execute(
-                    select(
-                        pairs_table.c.giver_community_id,
-                        pairs_table.c.receiver_community_id,
-                        pairs_table.c.given,
-                    )
-                )
-            }
-            for pair in sorted(set(from_flows) | set(from_days) | set(pairs)):
-                totals = (from_flows.get(pair, 0), from_days.get(pair, 0), pairs.get(pair, 0))
-                if len(set(totals)) != 1:
-                    problems.append(f"pair {pair}: flows, days and total disagree: {totals}")
-            nets: dict[int, int] = {}
-            for (giver, receiver), amount in pairs.items():
-                nets[giver] = nets.get(giver, 0) + amount
-                nets[receiver] = nets.get(receiver, 0) - amount
-            context = _context(connection)
-            if context is not None:
-                statement = select(accounts.c.community_id, accounts.c.balance_posted).where(
-                    accounts.c.currency_id == context.unit_id,
-                    accounts.c.name == POSITION_ACCOUNT_NAME,
-                )
-                balances = {row[0]: row[1] for row in connection.execute(statement)}
-                problems += [
-                    f"community {community_id}: position {balances.get(community_id, 0)}"
-                    f" but flows net {nets.get(community_id, 0)}"
-                    for community_id in sorted(set(nets) | set(balances))
-                    if nets.get(community_id, 0) != balances.get(community_id, 0)
-                ]
-            return problems
-
-        return self._read(work)
+        return verify(self.engine)
 
 
 def is_free_riding(figures: Figures, thresholds: Thresholds) -> bool:

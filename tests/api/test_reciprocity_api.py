@@ -268,6 +268,49 @@ def test_a_batch_refuses_only_the_payment_past_the_credit_line(trade: Trade) -> 
     assert line["headroom"] == 200 - 2 * 80
 
 
+def test_a_settlement_over_http_names_what_it_pays_and_no_more(trade: Trade) -> None:
+    f = trade.federation
+
+    def settlement(leaves: int, metadata: dict[str, Any]) -> Any:
+        posting = {
+            "source_account_id": f.ana_leaves,
+            "destination_account_id": f.hilltop_leaves,
+            "amount": leaves,
+            "currency": "LEAF",
+        }
+        body = {"postings": [posting], "category": "settlement", "metadata": metadata}
+        return trade.send("POST", "/v1/transactions", "treasurer", body)
+
+    def riverbend() -> Any:
+        return trade.get("/v1/reciprocity/communities/riverbend", "federation").json()
+
+    # Riverbend owes hilltop 4,800. A label alone is a purchase: hilltop gave 800 more.
+    assert settlement(10, {}).status_code == 201
+    assert (riverbend()["given"], riverbend()["received"]) == (3_200, 8_800)
+    settles = {
+        "settles": {"debtor": "riverbend", "creditor": "hilltop", "basis": "settlement_plan"}
+    }
+
+    refused = settlement(71, settles)  # 5,680 of the 5,600 outstanding
+
+    assert refused.status_code == 409
+    problem = refused.json()
+    assert problem["code"] == "settlement_exceeds_outstanding"
+    assert (problem["extra"]["outstanding"], problem["extra"]["required"]) == (5_600, 5_680)
+    assert (riverbend()["given"], riverbend()["received"]) == (3_200, 8_800)
+
+    settled = settlement(70, settles)
+
+    assert settled.status_code == 201
+    assert settled.json()["metadata"] == settles
+    assert (riverbend()["given"], riverbend()["received"]) == (8_800, 8_800)
+    assert trade.get("/v1/reciprocity/settlement-plan", "federation").json() == []
+    missing = settlement(1, settles)
+    assert (missing.status_code, missing.json()["code"]) == (409, "settlement_obligation_not_found")
+    invalid = settlement(1, {"settles": "riverbend pays hilltop"})
+    assert (invalid.status_code, invalid.json()["code"]) == (422, "settlement_reference_invalid")
+
+
 def test_clearing_over_http_is_idempotent(trade: Trade) -> None:
     proposal = trade.send("POST", "/v1/clearing/proposals", "federation").json()
     assert proposal["status"] == "proposed"

@@ -10,6 +10,7 @@ inside the writes and with every report built on the maintained aggregates.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from sqlalchemy.engine import ExceptionContext
 
 from exchange.model import ProtocolSpec, Window
 from exchange.reciprocity import (
+    PLAN_BASIS,
     POSITION_ACCOUNT_NAME,
     DayWindow,
     Figures,
@@ -45,6 +47,7 @@ from exchange.reciprocity import (
     parse_exact,
 )
 from exchange.service import Exchange
+from ledger.authority import HeldIn
 from ledger.errors import Code, LedgerError
 from ledger.group_commit import GroupCommit
 from ledger.model import (
@@ -121,6 +124,7 @@ def _net(ledger: Ledger, clock: Clock, *, configure: bool = True) -> Net:
             name=code,
             symbol="♡",
             issuer=None if issuer == "federation" else issuer,
+            held_in=HeldIn.ALL,  # each community lets its Hearts be held across the federation
         )
     exchange = Exchange(ledger)
     net = Net(ledger, exchange, Reciprocity(ledger), clock)
@@ -250,6 +254,9 @@ class BruteForce:
                 continue
             values.pop("federation", None)
             flows = _pair_by_intervals(values, self.ids)
+            if transaction.category == "settlement" and "settles" in transaction.metadata:
+                # Stored, so it was judged a settlement: the payer's community gave.
+                flows = [(receiver, giver, amount) for giver, receiver, amount in flows]
             by_transaction[transaction.id] = flows
             result += [(g, r, a, at.date()) for g, r, a in flows]
         return result, unvalued
@@ -326,6 +333,7 @@ def _check_against_brute_force(net: Net, brute_force: BruteForce) -> None:
 
 # -- the machine --------------------------------------------------------------------------------
 
+LEAF_OF = {"riverbend": "ana:LEAF", "hilltop": "cai:LEAF", "saltmarsh": "dee:LEAF"}
 ACCOUNTS_BY_CURRENCY = {
     "LEAF": ["ana:LEAF", "cai:LEAF", "dee:LEAF"],
     "HRB": ["ana:HRB", "bo:HRB", "eve:HRB"],
@@ -367,11 +375,13 @@ def _machine(net: Net) -> type[RuleBasedStateMachine]:
         posted = Bundle("posted")
         pending = Bundle("pending")
 
-        def _try(self, work: Any) -> Any:
+        latest_clearing: str | None = None
+
+        def _try(self, work: Any, *also: Code) -> Any:
             try:
                 return work()
             except LedgerError as error:
-                if error.code not in EXPECTED_REFUSALS:
+                if error.code not in EXPECTED_REFUSALS and error.code not in also:
                     raise
                 return None
 
@@ -400,6 +410,73 @@ def _machine(net: Net) -> type[RuleBasedStateMachine]:
                 )
             )
             outcome = self._try(lambda: net.ledger.post_transaction(draft))
+            return outcome.transaction.id if outcome else 0
+
+        def _settle(self, debtor: str, creditor: str, leaves: int, basis: str) -> Any:
+            return net.ledger.post_transaction(
+                pay(
+                    net.id(LEAF_OF[debtor]),
+                    net.id(LEAF_OF[creditor]),
+                    leaves,
+                    "LEAF",
+                    category="settlement",
+                    metadata={"settles": {"debtor": debtor, "creditor": creditor, "basis": basis}},
+                )
+            )
+
+        @rule(
+            target=posted,
+            line=st.integers(0, 3),
+            share=st.sampled_from([1, 2, 3]),
+            over=st.booleans(),
+        )
+        def settle_a_plan_line(self, line: int, share: int, over: bool) -> Any:
+            """A line of the plan, in part or in full: accepted; more than it: refused."""
+            plan = net.reciprocity.settlement_plan()
+            if not plan:
+                return 0
+            payment = plan[line % len(plan)]
+            per_leaf = net.exchange.valuation_at("LEAF", net.clock()).rate * 100
+            if over:
+                leaves = math.floor(payment.amount / per_leaf)
+                while round(leaves * per_leaf) <= payment.amount:
+                    leaves += 1
+            else:
+                leaves = math.floor(Fraction(payment.amount, share) / per_leaf)
+                if leaves == 0:
+                    return 0
+            refused: LedgerError | None = None
+            try:
+                outcome = self._settle(payment.payer, payment.payee, leaves, PLAN_BASIS)
+            except LedgerError as error:
+                refused = error
+            if refused is not None:
+                expected = Code.SETTLEMENT_EXCEEDS_OUTSTANDING if over else None
+                assert refused.code in {expected, Code.INSUFFICIENT_FUNDS}, refused
+                return 0
+            assert not over
+            return outcome.transaction.id
+
+        @rule(target=posted, index=st.integers(0, 3), share=st.sampled_from([1, 2]))
+        def settle_a_clearing_result(self, index: int, share: int) -> Any:
+            """Part of what the latest clearing left: outstanding unless paid or traded."""
+            if self.latest_clearing is None:
+                return 0
+            remaining = net.reciprocity.clearing(self.latest_clearing).remaining
+            if not remaining:
+                return 0
+            obligation = remaining[index % len(remaining)]
+            per_leaf = net.exchange.valuation_at("LEAF", net.clock()).rate * 100
+            leaves = math.floor(Fraction(obligation.amount, share) / per_leaf)
+            if leaves == 0:
+                return 0
+            outcome = self._try(
+                lambda: self._settle(
+                    obligation.debtor, obligation.creditor, leaves, self.latest_clearing
+                ),
+                Code.SETTLEMENT_EXCEEDS_OUTSTANDING,
+                Code.SETTLEMENT_OBLIGATION_NOT_FOUND,
+            )
             return outcome.transaction.id if outcome else 0
 
         @rule(target=posted, pair=st.sampled_from(CONVERSIONS), amount=st.integers(1, 5_000))
@@ -473,6 +550,8 @@ def _machine(net: Net) -> type[RuleBasedStateMachine]:
             proposal = net.reciprocity.propose_clearing(by=FEDERATION)
             executed = net.reciprocity.execute_clearing(proposal.id, by=FEDERATION)
             assert executed.status == "executed"
+            self.latest_clearing = proposal.id
+            net.clock.advance(1)  # the next clearing is executed later than this one
             assert _positions(net) == before
             remaining = {(o.debtor, o.creditor): o.amount for o in net.reciprocity.obligations()}
             assert remaining == {(o.debtor, o.creditor): o.amount for o in proposal.remaining}
@@ -487,6 +566,8 @@ def _machine(net: Net) -> type[RuleBasedStateMachine]:
             if not changed:
                 executed = net.reciprocity.execute_clearing(proposal.id, by=FEDERATION)
                 assert executed.status == "executed"
+                self.latest_clearing = proposal.id
+                net.clock.advance(1)
                 return
             with pytest.raises(LedgerError) as refused:
                 net.reciprocity.execute_clearing(proposal.id, by=FEDERATION)
@@ -521,7 +602,8 @@ def _machine(net: Net) -> type[RuleBasedStateMachine]:
 def test_reciprocity_agrees_with_a_brute_force_over_random_histories(net: Net) -> None:
     """Payments within and across communities, batches, multi-community transactions,
     conversions, holds posted in full, in part or not at all, voided or lapsed, reversals,
-    revaluations, days passing and clearings: after every step each report equals the
+    revaluations, days passing, clearings, and settlements of plan lines and clearing
+    results (over-settling refused, reversals undoing them): after every step each report equals the
     recomputation from the raw transactions, on both databases."""
     run_state_machine_as_test(_machine(net), settings=MACHINE_SETTINGS)
 
@@ -1063,18 +1145,280 @@ def test_the_feed_shows_a_payment_before_the_bookkeeping_of_its_flow(net: Net) -
     assert events[0].at <= events[1].at
 
 
-def test_a_settlement_payment_is_given_by_its_payer_and_settles_the_plan(net: Net) -> None:
+# -- settlements ----------------------------------------------------------------------------------
+
+
+def _settles(debtor: str, creditor: str, basis: str = PLAN_BASIS) -> dict[str, Any]:
+    return {"settles": {"debtor": debtor, "creditor": creditor, "basis": basis}}
+
+
+def _settle(
+    net: Net, payer: str, payee: str, leaves: int, metadata: dict[str, Any] | None
+) -> Transaction:
+    """``payer`` pays ``payee`` in LEAF (80.00 units per 100), categorised settlement."""
+    outcome = net.ledger.post_transaction(
+        pay(
+            net.id(f"{payer}:LEAF"),
+            net.id(f"{payee}:LEAF"),
+            leaves,
+            "LEAF",
+            category="settlement",
+            metadata=metadata or {},
+        )
+    )
+    assert outcome.transaction is not None
+    return outcome.transaction
+
+
+def _refused(net: Net, work: Any) -> LedgerError:
+    """The refusal of ``work``, after checking that it wrote nothing."""
+    before = (
+        net.ledger.list_transactions(limit=1000).items,
+        _positions(net),
+        net.reciprocity.matrix(),
+    )
+    with pytest.raises(LedgerError) as refused:
+        work()
+    after = (
+        net.ledger.list_transactions(limit=1000).items,
+        _positions(net),
+        net.reciprocity.matrix(),
+    )
+    assert after == before
+    return refused.value
+
+
+def test_a_purchase_labelled_settlement_without_a_reference_is_trade(net: Net) -> None:
+    _leaves(net, "ana", "cai", 100)  # hilltop gave riverbend 80.00 units
+    labelled = _settle(net, "ana", "cai", 100, None)
+
+    # The label is just a label: hilltop's members delivered again, so hilltop gave again.
+    assert net.reciprocity.recorded_flows(labelled.id) == [("hilltop", "riverbend", 8_000)]
+    assert _positions(net) == {"hilltop": 16_000, "riverbend": -16_000, "saltmarsh": 0}
+    assert [(p.payer, p.payee, p.amount) for p in net.reciprocity.settlement_plan()] == [
+        ("riverbend", "hilltop", 16_000)
+    ]
+    # ``settles`` on a payment of another category means nothing either.
+    other = _leaves_with(net, "ana", "cai", 10, category="care", metadata=_settles(*PAIR))
+    assert net.reciprocity.recorded_flows(other.id) == [("hilltop", "riverbend", 800)]
+
+
+PAIR = ("riverbend", "hilltop")
+
+
+def _leaves_with(net: Net, payer: str, payee: str, amount: int, **fields: Any) -> Transaction:
+    outcome = net.ledger.post_transaction(
+        pay(net.id(f"{payer}:LEAF"), net.id(f"{payee}:LEAF"), amount, "LEAF", **fields)
+    )
+    assert outcome.transaction is not None
+    return outcome.transaction
+
+
+def test_a_settlement_naming_a_plan_line_is_given_by_its_payer_and_settles_the_plan(
+    net: Net,
+) -> None:
     _leaves(net, "ana", "cai", 100)  # hilltop gave riverbend 80.00 units
     assert _positions(net)["riverbend"] == -8_000
     plan = net.reciprocity.settlement_plan()
     assert [(p.payer, p.payee, p.amount) for p in plan] == [("riverbend", "hilltop", 8_000)]
 
-    settled = net.ledger.post_transaction(
-        pay(net.id("ana:LEAF"), net.id("cai:LEAF"), 100, "LEAF", category="settlement")
-    )
-    assert settled.transaction is not None
+    settled = _settle(net, "ana", "cai", 100, _settles("riverbend", "hilltop"))
+
+    assert net.reciprocity.recorded_flows(settled.id) == [("riverbend", "hilltop", 8_000)]
+    assert settled.metadata == _settles("riverbend", "hilltop")  # the payment says it
     assert _positions(net) == {"hilltop": 0, "riverbend": 0, "saltmarsh": 0}
     assert net.reciprocity.settlement_plan() == []
+    assert net.reciprocity.obligations() == []
+    assert net.reciprocity.verify() == []
 
-    net.ledger.reverse(settled.transaction.id)  # undoing the settlement reopens the debt
+    reversal = net.ledger.reverse(settled.id).transaction  # undoing it reopens the debt
+    assert reversal is not None
+    assert net.reciprocity.recorded_flows(reversal.id) == [("riverbend", "hilltop", -8_000)]
     assert _positions(net)["riverbend"] == -8_000
+    assert [(p.payer, p.payee, p.amount) for p in net.reciprocity.settlement_plan()] == [
+        ("riverbend", "hilltop", 8_000)
+    ]
+    assert net.reciprocity.verify() == []
+
+
+def test_a_settlement_pays_no_more_than_the_plan_line_leaves(net: Net) -> None:
+    _leaves(net, "ana", "cai", 100)  # riverbend owes hilltop 8,000
+    _settle(net, "ana", "cai", 50, _settles(*PAIR))  # 4,000 paid, 4,000 left
+
+    refused = _refused(net, lambda: _settle(net, "ana", "cai", 51, _settles(*PAIR)))
+
+    assert refused.code == Code.SETTLEMENT_EXCEEDS_OUTSTANDING
+    assert refused.extra == {
+        "debtor": "riverbend",
+        "creditor": "hilltop",
+        "basis": PLAN_BASIS,
+        "outstanding": 4_000,
+        "required": 4_080,
+    }
+    _settle(net, "ana", "cai", 50, _settles(*PAIR))  # exactly what is left
+    assert _positions(net) == {"hilltop": 0, "riverbend": 0, "saltmarsh": 0}
+    refused = _refused(net, lambda: _settle(net, "ana", "cai", 1, _settles(*PAIR)))
+    assert refused.code == Code.SETTLEMENT_OBLIGATION_NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("reference", "code"),
+    [
+        ("riverbend owes hilltop", Code.SETTLEMENT_REFERENCE_INVALID),
+        ({"debtor": "riverbend", "creditor": "hilltop"}, Code.SETTLEMENT_REFERENCE_INVALID),
+        (
+            {"debtor": "riverbend", "creditor": "hilltop", "basis": PLAN_BASIS, "amount": 1},
+            Code.SETTLEMENT_REFERENCE_INVALID,
+        ),
+        (
+            {"debtor": "riverbend", "creditor": "hilltop", "basis": 7},
+            Code.SETTLEMENT_REFERENCE_INVALID,
+        ),
+        (
+            {"debtor": "riverbend", "creditor": "hilltop", "basis": "the plan"},
+            Code.SETTLEMENT_REFERENCE_INVALID,
+        ),
+        (
+            {"debtor": "riverbend", "creditor": "riverbend", "basis": PLAN_BASIS},
+            Code.SETTLEMENT_REFERENCE_INVALID,
+        ),
+        # The payment goes riverbend -> hilltop; a reference to another pair does not fit it.
+        (
+            {"debtor": "riverbend", "creditor": "saltmarsh", "basis": PLAN_BASIS},
+            Code.SETTLEMENT_REFERENCE_INVALID,
+        ),
+        (
+            {"debtor": "nowhere", "creditor": "hilltop", "basis": PLAN_BASIS},
+            Code.SETTLEMENT_OBLIGATION_NOT_FOUND,
+        ),
+        (
+            {"debtor": "federation", "creditor": "hilltop", "basis": PLAN_BASIS},
+            Code.SETTLEMENT_OBLIGATION_NOT_FOUND,
+        ),
+        (
+            {"debtor": "riverbend", "creditor": "hilltop", "basis": "clr_none"},
+            Code.SETTLEMENT_OBLIGATION_NOT_FOUND,
+        ),
+    ],
+)
+def test_a_reference_that_names_no_obligation_of_the_payment_is_refused(
+    net: Net, reference: Any, code: Code
+) -> None:
+    _leaves(net, "ana", "cai", 100)  # riverbend owes hilltop 8,000
+
+    refused = _refused(net, lambda: _settle(net, "ana", "cai", 10, {"settles": reference}))
+
+    assert refused.code == code
+
+
+def test_a_settlement_the_plan_does_not_hold_is_refused(net: Net) -> None:
+    _leaves(net, "ana", "cai", 100)  # riverbend owes hilltop, not the other way round
+    refused = _refused(
+        net, lambda: _settle(net, "cai", "ana", 10, _settles("hilltop", "riverbend"))
+    )
+    assert refused.code == Code.SETTLEMENT_OBLIGATION_NOT_FOUND
+    # Nor does anyone owe saltmarsh.
+    refused = _refused(
+        net, lambda: _settle(net, "ana", "dee", 10, _settles("riverbend", "saltmarsh"))
+    )
+    assert refused.code == Code.SETTLEMENT_OBLIGATION_NOT_FOUND
+
+
+def test_a_settlement_in_an_unvalued_currency_is_refused(net: Net) -> None:
+    _leaves(net, "ana", "dee", 100)  # riverbend owes saltmarsh 8,000
+    draft = pay(
+        net.id("fin:HSM"),  # riverbend's account in saltmarsh's HSM, which has no valuation
+        net.id("dee:HSM"),
+        100,
+        "HSM",
+        category="settlement",
+        metadata=_settles("riverbend", "saltmarsh"),
+    )
+    refused = _refused(net, lambda: net.ledger.post_transaction(draft))
+    assert refused.code == Code.SETTLEMENT_REFERENCE_INVALID
+
+
+def test_in_a_batch_two_settlements_of_one_line_cannot_both_pay_it(net: Net) -> None:
+    _leaves(net, "ana", "cai", 100)  # riverbend owes hilltop 8,000
+    draft = pay(
+        net.id("ana:LEAF"),
+        net.id("cai:LEAF"),
+        100,
+        "LEAF",
+        category="settlement",
+        metadata=_settles(*PAIR),
+    )
+
+    first, second = net.ledger.post_transactions([draft, draft])
+
+    assert first.transaction is not None
+    assert second.error is not None
+    assert second.error.code == Code.SETTLEMENT_OBLIGATION_NOT_FOUND
+    assert _positions(net) == {"hilltop": 0, "riverbend": 0, "saltmarsh": 0}
+
+
+def test_a_settlement_is_judged_when_its_hold_is_posted(net: Net) -> None:
+    _leaves(net, "ana", "cai", 100)  # riverbend owes hilltop 8,000
+    held = net.ledger.post_transaction(
+        hold(
+            net.id("ana:LEAF"),
+            net.id("cai:LEAF"),
+            100,
+            "LEAF",
+            category="settlement",
+            metadata=_settles(*PAIR),
+        )
+    ).transaction
+    assert held is not None
+    _settle(net, "ana", "cai", 50, _settles(*PAIR))  # half of it paid meanwhile
+
+    refused = _refused(net, lambda: net.ledger.post_pending(held.id))
+    assert refused.code == Code.SETTLEMENT_EXCEEDS_OUTSTANDING
+
+    net.ledger.post_pending(held.id, [50])  # what is left
+    assert _positions(net) == {"hilltop": 0, "riverbend": 0, "saltmarsh": 0}
+
+
+def test_a_settlement_of_a_clearing_result_pays_what_it_left(circle: Net) -> None:
+    net = circle
+    proposal = net.reciprocity.propose_clearing(by=FEDERATION)
+    refused = _refused(
+        net, lambda: _settle(net, "ana", "cai", 10, _settles(*PAIR, basis=proposal.id))
+    )
+    assert refused.code == Code.SETTLEMENT_OBLIGATION_NOT_FOUND  # proposed, not executed
+    executed = net.reciprocity.execute_clearing(proposal.id, by=FEDERATION)
+    assert ("riverbend", "hilltop", 4_000) in [
+        (o.debtor, o.creditor, o.amount) for o in executed.remaining
+    ]
+    reference = _settles(*PAIR, basis=proposal.id)
+
+    first = _settle(net, "ana", "cai", 25, reference)  # 2,000 of 4,000
+    assert net.reciprocity.recorded_flows(first.id) == [("riverbend", "hilltop", 2_000)]
+    refused = _refused(net, lambda: _settle(net, "ana", "cai", 26, reference))
+    assert refused.code == Code.SETTLEMENT_EXCEEDS_OUTSTANDING
+    assert (refused.extra or {}).get("outstanding") == 2_000
+    _settle(net, "ana", "cai", 25, reference)
+    refused = _refused(net, lambda: _settle(net, "ana", "cai", 1, reference))
+    assert refused.code == Code.SETTLEMENT_OBLIGATION_NOT_FOUND
+    assert [(o.debtor, o.creditor, o.amount) for o in net.reciprocity.obligations()] == [
+        ("saltmarsh", "riverbend", 1_600)
+    ]
+
+    net.ledger.reverse(first.id)  # reopens what it paid, and only that
+    refused = _refused(net, lambda: _settle(net, "ana", "cai", 26, reference))
+    assert (refused.extra or {}).get("outstanding") == 2_000
+    _settle(net, "ana", "cai", 25, reference)
+
+    # Trade since the clearing lowers what is owed, and the settlement with it.
+    _leaves(net, "ana", "dee", 5)  # saltmarsh gave riverbend 400: it owes 1,200 of 1,600
+    saltmarsh = _settles("saltmarsh", "riverbend", basis=proposal.id)
+    refused = _refused(net, lambda: _settle(net, "dee", "ana", 16, saltmarsh))  # 1,280
+    assert (refused.extra or {}).get("outstanding") == 1_200
+    _leaves(net, "dee", "ana", 10)  # and trade the other way owes more than clearing left
+    refused = _refused(net, lambda: _settle(net, "dee", "ana", 21, saltmarsh))  # 1,680
+    assert (refused.extra or {}).get("outstanding") == 1_600
+    # A newer executed clearing replaces this one's result.
+    net.reciprocity.execute_clearing(net.reciprocity.propose_clearing(by=FEDERATION).id, by="k")
+    refused = _refused(net, lambda: _settle(net, "dee", "ana", 20, saltmarsh))
+    assert refused.code == Code.SETTLEMENT_OBLIGATION_NOT_FOUND
+    assert net.reciprocity.verify() == []
