@@ -821,3 +821,156 @@ def test_a_quote_between_finely_valued_currencies_converts(market: Market) -> No
     )
     assert converted["target_amount"] == quote["target_amount"] == 4_999
     assert converted["valuation_to"] == "0.987654321098765431"
+
+
+# -- governed policy ----------------------------------------------------------------------------
+
+
+def _waits(m: Market, method: str, path: str, body: Any, headers: Headers | None = None) -> Any:
+    response = m.client.request(method, path, json=body, headers=headers or m.admin)
+    assert response.status_code == 202, response.text
+    proposal = response.json()
+    assert proposal["state"] == "pending"
+    return proposal
+
+
+def _decide(m: Market, proposal: Any, verb: str, headers: Headers, body: Any = None) -> Any:
+    return m.ok("POST", f"/v1/governance/proposals/{proposal['id']}/{verb}", body, headers)
+
+
+def test_one_federation_key_can_no_longer_lower_the_approvals_and_act_alone(
+    market: Market,
+) -> None:
+    m = market
+    _settings(m, approvals_required=1)
+    lowering = _waits(
+        m,
+        "PUT",
+        "/v1/exchange/settings",
+        {"reference_unit": "FRU", "federation_community": "federation", "reason": "fewer eyes"},
+    )
+    assert lowering["kind"] == "exchange_settings"
+    assert lowering["change"]["approvals_required"] == 0
+    assert m.ok("GET", "/v1/exchange/settings")["approvals_required"] == 1
+    refuse(
+        m,
+        Call("POST", f"/v1/governance/proposals/{lowering['id']}/approve"),
+        Code.APPROVAL_INVALID,
+    )
+    # Its protocol change waits for a second key as well, and it cannot approve that either.
+    proposed = m.propose("HRB/HHT", fee_bps=5)
+    assert proposed["state"] == "proposed"
+    refuse(
+        m, Call("POST", f"/v1/protocol-versions/{proposed['id']}/approve"), Code.APPROVAL_INVALID
+    )
+    second = _second_key(m)
+    applied = _decide(m, lowering, "approve", second)
+    assert (applied["state"], applied["approvals_counted"]) == ("applied", 1)
+    assert applied["approvals"][0]["key"] == applied["closed_by"] != applied["proposed_by"]
+    assert m.ok("GET", "/v1/exchange/settings")["approvals_required"] == 0
+
+
+def test_a_valuation_waits_is_listed_and_keeps_who_approved_it(market: Market) -> None:
+    m, f = market, market.federation
+    _settings(m, approvals_required=1)
+    proposal = _pending_valuation(m)
+    listed = m.ok("GET", "/v1/governance/proposals", headers=f.keys["viewer"])
+    assert [(p["id"], p["kind"], p["subject"]) for p in listed] == [
+        (proposal["id"], "valuation", "LEAF")
+    ]
+    assert m.ok("GET", "/v1/valuations/LEAF")["rate"] == "0.8"
+    second = _second_key(m)
+    applied = _decide(m, proposal, "approve", second)
+    assert applied["state"] == "applied"
+    in_force = m.ok("GET", "/v1/valuations/LEAF")
+    assert (in_force["rate"], in_force["proposal_id"]) == ("0.9", proposal["id"])
+    assert m.ok("GET", "/v1/governance/proposals") == []
+    done = m.client.get(
+        "/v1/governance/proposals",
+        params={"state": "applied", "kind": "valuation"},
+        headers=m.admin,
+    ).json()
+    assert done[0]["id"] == proposal["id"]
+    assert done[0]["proposed_by"] == in_force["recorded_by"]
+    assert done[0]["approvals"][0]["at"] == done[0]["closed_at"]
+
+
+def test_keys_of_other_roles_cannot_propose_or_decide(market: Market) -> None:
+    m, f = market, market.federation
+    _settings(m, approvals_required=1)
+    proposal = _pending_valuation(m)
+    changes = [
+        Call("POST", "/v1/valuations", {"currency": "LEAF", "rate": "2", "reason": "x"}),
+        Call(
+            "PUT",
+            "/v1/exchange/settings",
+            {"reference_unit": "FRU", "federation_community": "federation"},
+        ),
+        Call("POST", "/v1/protocols/HHT/HRB", {"reason": "x"}),
+        Call("PUT", "/v1/reciprocity/credit-lines/riverbend", {"credit_limit": 10**9}),
+        Call("POST", "/v1/protocols/HRB/HHT/suspend", {"reason": "x"}),
+    ]
+    approve = f"/v1/governance/proposals/{proposal['id']}/approve"
+    reject = f"/v1/governance/proposals/{proposal['id']}/reject"
+    for role in ("treasurer", "viewer", "auditor", "other_treasurer", "other_viewer"):
+        headers = f.keys[role]
+        for change in changes:
+            refuse(m, Call(change.method, change.path, change.body, headers), Code.FORBIDDEN)
+        decides = Code.APPROVER_NOT_ELIGIBLE if "treasurer" in role else Code.FORBIDDEN
+        refuse(m, Call("POST", approve, None, headers), decides)
+        refuse(m, Call("POST", reject, {"reason": "no"}, headers), decides)
+    assert m.ok("GET", f"/v1/governance/proposals/{proposal['id']}")["state"] == "pending"
+
+
+def test_communities_represented_approve_one_seat_each(market: Market) -> None:
+    m, f = market, market.federation
+    _settings(m, approvals_required=2, approvers="communities")
+    line = _waits(m, "PUT", "/v1/reciprocity/credit-lines/riverbend", {"credit_limit": 50_000})
+    # A credit line's proposal is riverbend's business: hilltop's viewer does not see it,
+    # hilltop's treasurer does (it is asked to approve it), riverbend's keys do.
+    hidden = Call("GET", f"/v1/governance/proposals/{line['id']}", headers=f.keys["other_viewer"])
+    refuse(m, hidden, Code.PROPOSAL_NOT_FOUND)
+    assert m.ok("GET", "/v1/governance/proposals", headers=f.keys["other_viewer"]) == []
+    assert m.ok("GET", f"/v1/governance/proposals/{line['id']}", headers=f.keys["viewer"])
+    refuse(
+        m,
+        Call("POST", f"/v1/governance/proposals/{line['id']}/approve", headers=m.treasurer),
+        Code.APPROVER_NOT_ELIGIBLE,
+    )
+    first = _decide(m, line, "approve", f.keys["other_treasurer"])
+    assert (first["state"], first["approvals"][0]["seat"]) == ("pending", "community:hilltop")
+    refuse(
+        m,
+        Call(
+            "POST",
+            f"/v1/governance/proposals/{line['id']}/approve",
+            headers=_key(m, key_store.Role.TREASURER, "hilltop", "another hilltop key"),
+        ),
+        Code.APPROVAL_SEAT_TAKEN,
+    )
+    m.ledger.create_community("saltmarsh", "Saltmarsh")
+    saltmarsh = _key(m, key_store.Role.TREASURER, "saltmarsh", "saltmarsh treasurer")
+    assert _decide(m, line, "approve", saltmarsh)["state"] == "applied"
+    assert m.ok("GET", "/v1/reciprocity/credit-lines/riverbend")["credit_limit"] == 50_000
+
+
+def test_a_rejected_change_never_comes_into_force(market: Market) -> None:
+    m = market
+    _settings(m, approvals_required=1)
+    proposed = m.propose("HRB/HHT", fee_bps=5)
+    second = _second_key(m)
+    proposal = {"id": proposed["proposal_id"]}
+    rejected = _decide(m, proposal, "reject", second, {"reason": "no fee this year"})
+    assert (rejected["state"], rejected["closed_by"], rejected["close_reason"]) == (
+        "rejected",
+        rejected["closed_by"],
+        "no fee this year",
+    )
+    assert rejected["closed_by"] != rejected["proposed_by"]
+    versions = m.ok("GET", "/v1/protocols/HRB/HHT/versions")
+    assert [v["state"] for v in versions] == ["active", "rejected"]
+    refuse(
+        m,
+        Call("POST", f"/v1/governance/proposals/{proposal['id']}/approve", headers=second),
+        Code.PROPOSAL_NOT_FOUND,
+    )
