@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from exchange.model import ProtocolSpec
+from exchange.model import ProtocolSpec, Signatory
 from exchange.service import Exchange
+from ledger.errors import Code, LedgerError
 from ledger.model import CurrencyKind
 from ledger.service import Ledger
 
@@ -185,9 +186,55 @@ def test_every_exchange_command_has_help() -> None:
         ["exchange", "protocols"],
         ["exchange", "suspend"],
         ["exchange", "resume"],
+        ["exchange", "proposals"],
+        ["exchange", "reject"],
     ):
         result = subprocess.run(
             [*HEARTLEAF, *command, "--help"], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, (command, result.stderr)
         assert "usage: heartleaf exchange" in result.stdout
+
+
+def test_with_four_eyes_the_shell_proposes_lists_and_rejects_but_never_approves(
+    environment: dict[str, str], exchange: Exchange
+) -> None:
+    exchange.configure(
+        reference_unit="FRU", federation_community="federation", approvals_required=1
+    )
+    proposed = _heartleaf(
+        environment, "exchange", "set-valuation", "HRB", "1.1", "--reason", "review"
+    )
+    assert proposed.returncode == 0, proposed.stderr
+    assert "proposed as proposal" in proposed.stderr
+    assert exchange.valuation_at("HRB").rate == 1
+    (proposal,) = exchange.proposals()
+    assert (proposal.proposed_by, proposal.proposer_role) == ("cli:tester", "operator")
+
+    listed = _heartleaf(environment, "exchange", "proposals")
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()[1:]
+    assert line.split()[:6] == [
+        str(proposal.id),
+        "valuation",
+        "HRB",
+        "pending",
+        "0/1",
+        "cli:tester",
+    ]
+
+    # Whatever --by says is not a key: its word never counts as an approval.
+    with pytest.raises(LedgerError) as raised:
+        exchange.approve_proposal(proposal.id, by=Signatory("cli:someone-else", "operator"))
+    assert raised.value.code == Code.APPROVER_NOT_ELIGIBLE
+
+    rejected = _heartleaf(
+        environment, "exchange", "reject", str(proposal.id), "--reason", "not yet"
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    assert exchange.proposal(proposal.id).state == "rejected"
+    assert exchange.proposals() == []
+    _one_line_error(
+        _heartleaf(environment, "exchange", "reject", str(proposal.id), "--reason", "again"),
+        "rejected already",
+    )
