@@ -351,7 +351,9 @@ class CurrencyCreate(Strict):
         examples=["issuer"],
     )
     circulation_cap: Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)] | None = Field(
-        None, description="The most that may circulate, in minor units; null: no cap."
+        None,
+        description="The most that may circulate, in minor units; null: no cap.",
+        examples=[1_000_000],
     )
     client_id: ClientId | None = client_id_field()
 
@@ -361,7 +363,9 @@ class CurrencyPolicyUpdate(Strict):
 
     held_in: HeldIn | None = Field(None, description="issuer, all or system.", examples=["issuer"])
     circulation_cap: Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)] | None = Field(
-        None, description="The most that may circulate, in minor units; null removes the cap."
+        None,
+        description="The most that may circulate, in minor units; null removes the cap.",
+        examples=[1_000_000],
     )
 
 
@@ -374,12 +378,19 @@ class IssuanceAccountSupply(BaseModel):
 
 class SupplyPublic(BaseModel):
     currency: str = Field(description="Currency code.", examples=["HRB"])
-    as_of: dt.datetime | None = Field(description="The instant asked for; null: now.")
-    issued: int = Field(description="Minor units its issuance accounts put out.")
-    redeemed: int = Field(description="Minor units that came back to them.")
-    in_circulation: int = Field(description="issued minus redeemed.")
-    circulation_cap: int | None = Field(description="The issuer's cap; null: none.")
-    by_issuance_account: list[IssuanceAccountSupply]
+    as_of: dt.datetime | None = Field(
+        description="The instant asked for; null: now.", examples=["2026-11-25T09:00:00Z"]
+    )
+    issued: int = Field(description="Minor units its issuance accounts put out.", examples=[1153])
+    redeemed: int = Field(description="Minor units that came back to them.", examples=[0])
+    in_circulation: int = Field(description="issued minus redeemed.", examples=[1153])
+    circulation_cap: int | None = Field(
+        description="The issuer's cap; null: none.", examples=[None]
+    )
+    by_issuance_account: list[IssuanceAccountSupply] = Field(
+        description="What each issuance account put out and took back.",
+        examples=[[{"account_id": 2, "community": "riverbend", "issued": 250, "redeemed": 0}]],
+    )
 
 
 class CurrencyPublic(BaseModel):
