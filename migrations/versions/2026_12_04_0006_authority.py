@@ -23,9 +23,6 @@ down_revision = "2026_12_03_0005"
 branch_labels = None
 depends_on = None
 
-SYSTEM_TYPES = "('clearing', 'liquidity', 'fees', 'rounding')"
-
-
 def upgrade() -> None:
     with op.batch_alter_table("currencies") as batch_op:
         batch_op.add_column(sa.Column("held_in", sa.String(length=16), nullable=True))
@@ -41,7 +38,7 @@ def upgrade() -> None:
     # Issuance and credit floors inside the issuer's own community: the issuer's.
     op.execute(
         "UPDATE accounts SET authorized_by = 'community:' || CAST(accounts.community_id AS TEXT)"
-        f" WHERE accounts.type NOT IN {SYSTEM_TYPES}"
+        " WHERE accounts.type NOT IN ('clearing', 'liquidity', 'fees', 'rounding')"
         " AND (accounts.type = 'issuance' OR accounts.min_balance IS NULL"
         " OR accounts.min_balance < 0)"
         " AND EXISTS (SELECT 1 FROM currencies WHERE currencies.id = accounts.currency_id"
@@ -50,7 +47,7 @@ def upgrade() -> None:
     # A federation currency's: the federation's, when it lies in the federation's community.
     op.execute(
         "UPDATE accounts SET authorized_by = 'federation'"
-        f" WHERE accounts.type NOT IN {SYSTEM_TYPES}"
+        " WHERE accounts.type NOT IN ('clearing', 'liquidity', 'fees', 'rounding')"
         " AND (accounts.type = 'issuance' OR accounts.min_balance IS NULL"
         " OR accounts.min_balance < 0)"
         " AND EXISTS (SELECT 1 FROM currencies WHERE currencies.id = accounts.currency_id"
