@@ -23,6 +23,7 @@ down_revision = "2026_12_03_0005"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     with op.batch_alter_table("currencies") as batch_op:
         batch_op.add_column(sa.Column("held_in", sa.String(length=16), nullable=True))
