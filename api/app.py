@@ -1195,12 +1195,15 @@ def create_app(
         ),
         lifespan=lifespan,
         dependencies=[Depends(_storable_parameters)],
+        docs_url=None,  # api.front serves /docs and /redoc with their assets, no CDN
+        redoc_url=None,
     )
     app.state.heartleaf = State(engine, clock, metrics_)
     app.add_middleware(BodyLimit)
     problems.install(app)
     metrics_.install(app)
     # Imported here: the exchange routes build on this module's dependencies and views.
+    from api import front  # noqa: PLC0415
     from api.exchange_routes import router as exchange_router  # noqa: PLC0415
     from api.reciprocity_routes import router as reciprocity_router  # noqa: PLC0415
 
@@ -1208,6 +1211,7 @@ def create_app(
     app.include_router(exchange_router)
     app.include_router(reciprocity_router)
     app.include_router(operations)
+    front.install(app)  # /, /docs, /redoc and their assets, served offline
     return app
 
 

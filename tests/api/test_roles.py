@@ -275,6 +275,7 @@ def _post(url: str) -> Callable[[World, str], Call]:
 
 MATRIX: dict[tuple[str, str], Row] = {
     # -- operations and documentation: no key needed -------------------------------------------
+    ("GET", "/"): Row(_get("/"), PUBLIC),
     ("GET", "/healthz"): Row(_get("/healthz"), PUBLIC),
     ("GET", "/readyz"): Row(_get("/readyz"), PUBLIC),
     ("GET", "/metrics"): Row(_get("/metrics"), PUBLIC),
