@@ -21,6 +21,7 @@ from api.app import (
     InstantQuery,
     PrincipalDep,
     StateDep,
+    _actor,
     _client_id,
     _instant,
     _json,
@@ -513,11 +514,9 @@ def create_conversion(
     """Pay an account in its own currency from one in another, converting inside one
     transaction under the federation's protocol."""
     _require(principal, Role.FEDERATION, Role.TREASURER)
-    refusal = _sources_allowed(state, principal, [body.payer_account_id])
-    if refusal is not None:
-        raise refusal
     exchange = _exchange(state)
     try:
+        # Whether the key may spend from the payer is checked inside the write.
         outcome = exchange.convert(
             payer_account_id=body.payer_account_id,
             payee_account_id=body.payee_account_id,
@@ -529,6 +528,7 @@ def create_conversion(
             scope=principal.idempotency_scope,
             memo=body.memo,
             category=body.category,
+            actor=_actor(principal),
         )
     except LedgerError as error:
         state.metrics.transaction_rejected(error.code)

@@ -41,6 +41,7 @@ from exchange.model import (
     Valuation,
     Window,
 )
+from ledger import authority
 from ledger import repository as ledger_repository
 from ledger.database import run_in_transaction
 from ledger.errors import Code, LedgerError
@@ -575,10 +576,15 @@ class Exchange:
         memo: str | None = None,
         category: str | None = None,
         metadata: dict[str, Any] | None = None,
+        actor: authority.Actor = authority.OPERATOR,
     ) -> Outcome:
         """Pay ``payee`` in its own currency from ``payer``'s, converting inside one
         transaction: at a quote's price, or at the current price within ``max_slippage_bps``
-        of the protocol's rate (fees and rounding included)."""
+        of the protocol's rate (fees and rounding included).
+
+        ``actor`` must be allowed to spend from the payer (checked inside the write); the
+        federation's liquidity, fee and rounding accounts move as the exchange's own
+        operation, which no key can do by itself."""
         payer = self.ledger.get_account(payer_account_id)
         payee = self.ledger.get_account(payee_account_id)
         if client_id is not None:
@@ -655,7 +661,9 @@ class Exchange:
                 },
             },
         )
-        return self.ledger.post_transaction(draft, scope=scope, hook=hook)
+        return self.ledger.post_transaction(
+            draft, scope=scope, hook=hook, actor=actor.running(authority.EXCHANGE)
+        )
 
     def _replay(
         self,
