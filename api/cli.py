@@ -1,7 +1,10 @@
-"""``heartleaf``: serve the API, migrate, seed the demo, manage keys, verify the ledger.
+"""``heartleaf``: serve the API, migrate, seed the demo, manage keys, verify the ledger,
+and read balances, statements and reciprocity at a terminal.
 
-Errors print as one line on stderr (``heartleaf: error: …``) with exit status 2; ``verify``
-exits 1 when it finds a violation.
+What a script would read goes to stdout (tables, JSON, keys, violations); what a person
+is told goes to stderr. Exit status: 0 done; 1 ``verify`` found a violation; 2 the command
+was refused (a usage mistake, a missing or unmigrated database, a refusal of the ledger),
+told as one line on stderr (``heartleaf: error: …``); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,35 +13,25 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 import yaml
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 import migrations
-from api import exchange_cli
+from api import exchange_cli, ledger_cli
 from api import keys as key_store
-from ledger.database import default_url, make_engine
+from api.cli_database import CliError, display, ready_engine
+from ledger.database import default_url
 from ledger.errors import LedgerError
 from ledger.service import utc_now
 from ledger.verify import verify
 
 
-class CliError(Exception):
-    """A failure worth one line to the user, not a traceback."""
-
-
-def _engine() -> Engine:
-    return make_engine(default_url())
-
-
 def _ready_engine() -> Engine:
-    engine = _engine()
-    if not migrations.is_at_head(engine):
-        raise CliError(
-            "the database schema is not at the newest migration: run `heartleaf db upgrade`"
-        )
-    return engine
+    """The database, there and migrated; else one line naming it and how to create it."""
+    return ready_engine()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -64,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     url = default_url()
     migrations.upgrade(url)
-    print(f"database at {migrations.head_revision()}: {_display(url)}", file=sys.stderr)
+    print(f"database at {migrations.head_revision()}: {display(url)}", file=sys.stderr)
     return 0
 
 
@@ -133,11 +126,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
+    records = key_store.list_keys(_ready_engine())  # before the header: a refusal prints alone
     print(
         f"{'id':>4}  {'prefix':<10} {'role':<11} {'community':<14} "
         f"{'last used':<20} {'revoked':<20} label"
     )
-    for record in key_store.list_keys(_ready_engine()):
+    for record in records:
         print(
             f"{record.id:>4}  {record.prefix:<10} {record.role:<11} {record.community or '-':<14} "
             f"{_when(record.last_used_at):<20} {_when(record.revoked_at):<20} {record.label}"
@@ -194,18 +188,40 @@ def _when(instant: object) -> str:
     return "-" if instant is None else f"{instant:%Y-%m-%d %H:%M:%S}"
 
 
-def _display(url: str) -> str:
-    return url.rsplit("@", maxsplit=1)[-1] if "@" in url else url
+def _version() -> str:
+    try:
+        return metadata.version("heartleaf")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "unknown"
+
+
+EPILOG = """\
+exit status:
+  0    done
+  1    verify found a violation (each one printed on stdout)
+  2    refused: a usage mistake, no database or one behind the migrations, or a refusal of
+       the ledger (one line on stderr: heartleaf: error: ...)
+  130  interrupted
+
+Output a script would read (tables, --json, keys, violations, the OpenAPI document) goes to
+stdout; messages for a person go to stderr.
+
+database: DATABASE_URL (postgresql://user@host/db, or sqlite:///path), by default SQLite at
+$HEARTLEAF_DATA_DIR/heartleaf.db (HEARTLEAF_DATA_DIR defaults to ./data). Only
+`heartleaf db upgrade` creates it; every other command refuses, naming it, when it is not
+there. To start: heartleaf db upgrade && heartleaf demo && heartleaf serve
+"""
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="heartleaf",
-        description="Heartleaf: the shared ledger of a federation of communities "
-        "(Hearts and Leaves). "
-        "DATABASE_URL picks the database (default: SQLite at $HEARTLEAF_DATA_DIR/heartleaf.db, "
-        "HEARTLEAF_DATA_DIR defaulting to ./data).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Heartleaf: the shared ledger of a federation of communities\n"
+        "(Hearts and Leaves). `heartleaf COMMAND --help` tells more of each.",
     )
+    root.add_argument("--version", action="version", version=f"heartleaf {_version()}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -290,14 +306,22 @@ def parser() -> argparse.ArgumentParser:
         description="Print the OpenAPI document the app serves, as YAML.",
     )
     openapi.set_defaults(handler=cmd_openapi)
+    ledger_cli.add_commands(commands)
     exchange_cli.add_commands(commands)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if not arguments:  # a bare `heartleaf`: what it can do, not a usage error
+        parser().print_help()
+        return 0
+    args = parser().parse_args(arguments)
     try:
         status: int = args.handler(args)
+    except KeyboardInterrupt:
+        print("heartleaf: interrupted", file=sys.stderr)
+        return 130
     except (CliError, LedgerError) as error:
         print(f"heartleaf: error: {getattr(error, 'detail', error)}", file=sys.stderr)
         return 2

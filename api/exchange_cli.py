@@ -14,7 +14,8 @@ says, so it never counts as one. Rejecting keeps the policy as it is and is allo
 Errors print as one line (``heartleaf: error: …``) with exit status 2, as in every other
 command: refusals of the exchange arrive as ``LedgerError`` and ``api/cli.py``'s ``main``
 prints them; the refusals found here (a rate or an instant that does not parse, a schema
-behind the migrations) print the same way from ``_one_line``.
+behind the migrations) print the same way from ``_one_line`` or ``main``. Tables go to
+stdout, what a change did to stderr.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import migrations
+from api.cli_database import ready_engine
 from exchange import rates
 from exchange.model import Proposal, ProtocolVersion, Signatory
 from exchange.service import Exchange
-from ledger.database import default_url, make_engine
 from ledger.errors import Code, LedgerError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -56,12 +56,8 @@ def _one_line(handler: Handler) -> Handler:
 def _exchange() -> Exchange:
     from api.app import build_ledger  # noqa: PLC0415 - FastAPI loads only when needed
 
-    engine = make_engine(default_url())
-    if not migrations.is_at_head(engine):
-        raise _CommandLineError(
-            "the database schema is not at the newest migration: run `heartleaf db upgrade`"
-        )
-    return Exchange(build_ledger(engine))
+    # A missing or unmigrated database is refused by name (api/cli_database.py).
+    return Exchange(build_ledger(ready_engine()))
 
 
 def _who() -> str:
