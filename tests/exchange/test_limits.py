@@ -26,6 +26,7 @@ from exchange import rates
 from exchange.model import LIMIT_NAMES, ProtocolSpec
 from exchange.repository import conversions
 from exchange.service import Exchange
+from ledger.authority import HeldIn
 from ledger.errors import Code, LedgerError
 from ledger.model import AccountType, CurrencyKind
 from ledger.service import Ledger
@@ -145,7 +146,13 @@ def _open_pair(
     source, target = f"SRC{number}", f"DST{number}"
     for code, scale in ((source, scale_from), (target, scale_to)):
         ledger.create_currency(
-            code, kind=CurrencyKind.HEARTS, scale=scale, name=code, symbol="♡", issuer="riverbend"
+            code,
+            kind=CurrencyKind.HEARTS,
+            scale=scale,
+            name=code,
+            symbol="♡",
+            issuer="riverbend",
+            held_in=HeldIn.ALL,  # both communities hold the pair's currencies
         )
 
     def open_(community: str, currency: str, name: str, kind: AccountType) -> int:
