@@ -27,9 +27,11 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(RUN_STAMP)
 
 ## Set up from scratch, migrate the SQLite database, seed the demo federation, serve on :$(PORT).
+## The demo prints the tour's `export` lines (HEARTLEAF names this port); a second run seeds
+## nothing and mints no keys (`heartleaf demo --reissue-keys` revokes them and prints new ones).
 run: $(RUN_STAMP)
 	$(BIN)/heartleaf db upgrade
-	$(BIN)/heartleaf demo --if-empty
+	$(BIN)/heartleaf demo --if-empty --server http://127.0.0.1:$(PORT)
 	$(BIN)/heartleaf serve --host 127.0.0.1 --port $(PORT)
 
 ## Lint, type-check and run every test (SQLite and PostgreSQL).

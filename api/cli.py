@@ -63,38 +63,41 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from api.app import build_ledger  # noqa: PLC0415 - FastAPI loads only when needed
-    from api.demo import is_seeded, seed_demo  # noqa: PLC0415
+    from api.demo import is_seeded, issue_tour_keys, seed_demo  # noqa: PLC0415
 
     engine = _ready_engine()
     ledger = build_ledger(engine)
-    if is_seeded(ledger):
-        if not args.if_empty:
-            print("the demo federation is already there; nothing written", file=sys.stderr)
-        summary = seed_demo(ledger)
+    seeded_before = is_seeded(ledger)
+    summary = seed_demo(ledger)  # on a seeded ledger: writes nothing
+    if not seeded_before:
+        print(
+            f"seeded the demo federation: {summary.transactions} transactions "
+            f"from {summary.since} until {summary.until}",
+            file=sys.stderr,
+        )
+    elif not args.if_empty:
+        print("the demo federation is already there; nothing written", file=sys.stderr)
+    print(f"  export HEARTLEAF={args.server.rstrip('/')}")
+    if not seeded_before or args.reissue_keys:
+        keys = issue_tour_keys(engine, summary, utc_now())
+        revoked = ", ".join(map(str, keys.revoked))
+        print(
+            "\nKeys for the tour (shown once; `heartleaf demo --reissue-keys` revokes them and "
+            "prints new ones):" + (f" keys {revoked} revoked" if revoked else "")
+        )
+        print(
+            f"  export FEDERATION_KEY={keys.federation_secret}"
+            f"   # key {keys.federation.id}, role federation"
+        )
+        print(
+            f"  export TREASURER_KEY={keys.treasurer_secret}"
+            f"   # key {keys.treasurer.id}, treasurer of {keys.treasurer.community}"
+        )
     else:
-        summary = seed_demo(ledger)
-        print("seeded the demo federation", file=sys.stderr)
-    federation, federation_secret = key_store.create_key(
-        engine,
-        role=key_store.Role.FEDERATION,
-        community=None,
-        label="demo federation key",
-        now=utc_now(),
-    )
-    treasurer_community = summary.communities[0]
-    treasurer, treasurer_secret = key_store.create_key(
-        engine,
-        role=key_store.Role.TREASURER,
-        community=treasurer_community,
-        label=f"demo treasurer of {treasurer_community}",
-        now=utc_now(),
-    )
-    print("\nKeys for the tour (shown once; `heartleaf keys revoke ID` to revoke):")
-    print(f"  export FEDERATION_KEY={federation_secret}   # key {federation.id}, role federation")
-    print(
-        f"  export TREASURER_KEY={treasurer_secret}"
-        f"   # key {treasurer.id}, treasurer of {treasurer_community}"
-    )
+        print(
+            "  # the tour's keys were shown when the demo was seeded (keys are stored hashed): "
+            "`heartleaf demo --reissue-keys` revokes them and prints new ones"
+        )
     print("\nAccounts for the tour (Ana and Bo of riverbend, Cai of hilltop):")
     print(
         f"  export ANA={summary.ana} BO={summary.bo} ANA_LEAF={summary.ana_leaf} "
@@ -257,13 +260,30 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="seed the demo federation and print keys for the tour",
-        description="Seed four communities, their Hearts, the shared Leaves, accounts and a few "
-        "hundred transactions (nothing is written when they are there already), then print a new "
-        "federation key "
-        "and a new treasurer key.",
+        description="Seed four communities, their Hearts, the shared Leaves, accounts and a "
+        "season of trade (a few hundred transactions over the four months before today), and "
+        "print a federation key and a treasurer key for the tour, with the tour's account ids. "
+        "On a database that holds the demo already, write nothing and mint no keys: print the "
+        "account ids (keys are stored hashed and cannot be shown again; --reissue-keys revokes "
+        "the tour's keys and prints new ones).",
     )
     demo.add_argument(
-        "--if-empty", action="store_true", help="stay quiet when the demo is already seeded"
+        "--if-empty",
+        action="store_true",
+        help="seed only if the demo is not there; when it is, write nothing, mint no keys and "
+        "say nothing on stderr",
+    )
+    demo.add_argument(
+        "--reissue-keys",
+        action="store_true",
+        help="revoke the tour's keys and print new ones (seeding first if need be)",
+    )
+    demo.add_argument(
+        "--server",
+        default="http://127.0.0.1:8000",
+        metavar="URL",
+        help="the server the tour's calls name, printed as HEARTLEAF (default "
+        "http://127.0.0.1:8000)",
     )
     demo.set_defaults(handler=cmd_demo)
 

@@ -13,16 +13,21 @@
 - the exchange: valuations in the reference unit, Hearts between communities at
   valuation, Leaves -> Hearts only in the first week of each quarter, Hearts -> SEK for
   providers only at a fixed rate (1 % fee), Leaves -> SEK forbidden;
-- a few hundred transactions: issuance for care and ecological work, payments inside
-  each community, Leaves paid across communities, Hearts paid across communities through
-  the exchange, and providers redeeming Hearts for kronor. Cross-community trade goes round
-  in circles (riverbend's members pay hilltop's, hilltop's pay saltmarsh's, saltmarsh's
-  pay riverbend's), and oakvale takes noticeably more than it gives, so reciprocity and
-  clearing have something to find.
+- a season of trade, a few hundred transactions over the four months (of 30 days) before
+  today: each month, issuance for care and ecological work, payments inside each
+  community, Leaves paid across communities, Hearts paid across communities through the
+  exchange, and, at its end, providers redeeming Hearts for kronor. Cross-community trade
+  goes round in circles (riverbend's members pay hilltop's, hilltop's pay saltmarsh's,
+  saltmarsh's pay riverbend's), and oakvale takes noticeably more than it gives, so
+  reciprocity and clearing have something to find.
 
 Everything comes from ``random.Random(seed)`` and a balance kept beside the plan, so the
-plan is the same on every run and never overdraws an account; the ledger stamps the
-instants.
+plan is the same on every run and never overdraws an account. The history is backdated
+through the ledger's clock: the demo writes through a ``Ledger`` whose clock it sets to
+each step's instant (the federation is founded at midnight UTC 120 days before the day it
+is seeded, its last payment is made before that day begins), so windows, as-of reads and
+the free-rider report's "previous window" have something in them, and today is left to
+the tour.
 
 Running it twice writes nothing the second time. Every step is get-or-create (communities,
 currencies, accounts by name, settings, valuations and protocols when the pair has none),
@@ -35,12 +40,17 @@ against the ledger.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Final
 
+from sqlalchemy import Engine
+
+from api import keys as key_store
+from api.keys import KeyRecord
 from exchange.model import ProtocolSpec, Window
 from exchange.service import FEDERATION_ACCOUNTS, Exchange
 from ledger.errors import Code, LedgerError
@@ -103,7 +113,9 @@ CROSS_WEIGHTS: Final = {
 }
 CROSS_LEAVES_ROUNDS: Final = 2  # times through the weights: 72 payments in Leaves
 CROSS_HEARTS_ROUNDS: Final = 1  # 36 payments in Hearts, through the exchange
-LOCAL_PAYMENTS_PER_COMMUNITY: Final = 26
+LOCAL_PAYMENTS_PER_COMMUNITY_PER_MONTH: Final = 7
+MONTHS: Final = 4  # the season: the cross-community trade is dealt out evenly over them
+MONTH: Final = dt.timedelta(days=30)
 
 DAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 CARE_MEMOS: Final = {
@@ -148,9 +160,12 @@ class DemoSummary:
     accounts: int
     members: int
     providers: int
-    transactions: int
+    transactions: int  # the demo's own, conversions included (client ids ``demo-…``)
     conversions: int
+    cross_community: int  # transactions between members of two communities
     protocols: int
+    since: dt.date  # the season: the federation was founded at the start of this UTC day
+    until: dt.date  # ... and its history ends before this one (the day it was seeded)
     ana: int  # riverbend member, Hearts (HRB)
     bo: int  # riverbend member, Hearts (HRB)
     ana_leaf: int  # Ana's Leaves
@@ -178,17 +193,33 @@ class _Payment:
     client_id: str
     source: AccountKey
     destination: AccountKey
-    amount: int
+    amount: int  # for a conversion, the source amount
     memo: str
     category: str
+    conversion: bool = False  # through the exchange (the currencies differ)
+    at: dt.timedelta = dt.timedelta()  # after the season's start
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     seed: int
     accounts: tuple[_AccountPlan, ...]
-    batches: tuple[tuple[_Payment, ...], ...]  # ordinary transactions, one unit of work each
-    conversions: tuple[_Payment, ...]  # through the exchange, source amounts
+    steps: tuple[_Payment, ...]  # in the order of their instants, one transaction each
+
+
+class _Clock:
+    """The demo's ledger clock: the instant of the step being written."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def season_start(today: dt.date) -> dt.date:
+    """The day the demo federation is founded, for a demo seeded on ``today``."""
+    return today - MONTHS * MONTH
 
 
 def is_seeded(ledger: Ledger) -> bool:
@@ -199,37 +230,48 @@ def is_seeded(ledger: Ledger) -> bool:
 def seed_demo(ledger: Ledger, seed: int = 7) -> DemoSummary:
     """Seed the demo federation, or finish seeding it; on a seeded ledger, write nothing.
 
-    Returns the summary of the demo that is there (for a seeded ledger, of the seed it was
+    The history is written through a ledger of the same engine and observers whose clock
+    walks the season (ending before the UTC day ``ledger.clock`` says it is). Returns the
+    summary of the demo that is there (for a seeded ledger, of the seed and season it was
     seeded with). Finish an interrupted run with the seed it started with: another seed
     plans other transactions under the same client ids, which the ledger refuses
     (``idempotency_conflict``)."""
     mark = _mark(ledger)
     if mark is not None:
         plan = _plan(int(mark["seed"]))
-        return _summary(plan, _account_ids(ledger))
+        return _summary(plan, _account_ids(ledger), dt.date.fromisoformat(mark["since"]))
     plan = _plan(seed)
-    _ensure_reference_data(ledger)
-    ids = _ensure_accounts(ledger, plan)
-    exchange = Exchange(ledger)
+    since = season_start(ledger.clock().astimezone(dt.UTC).date())
+    start = dt.datetime.combine(since, dt.time(), dt.UTC)
+    clock = _Clock(start)
+    season = Ledger(ledger.engine, clock=clock, observers=ledger.observers)
+    _ensure_reference_data(season)
+    ids = _ensure_accounts(season, plan)
+    exchange = Exchange(season)
     _ensure_exchange(exchange)
-    for batch in plan.batches:
-        _post(ledger, batch, ids)
-    for conversion in plan.conversions:
-        exchange.convert(
-            payer_account_id=ids[conversion.source],
-            payee_account_id=ids[conversion.destination],
-            source_amount=conversion.amount,
-            client_id=conversion.client_id,
-            scope=SCOPE,
-            memo=conversion.memo,
-            category=conversion.category,
-        )
-    reserve = ledger.get_account(ids[FEDERATION, KRONOR, RESERVE])
-    ledger.update_account(
+    for step in plan.steps:
+        clock.now = start + step.at
+        if step.conversion:
+            exchange.convert(
+                payer_account_id=ids[step.source],
+                payee_account_id=ids[step.destination],
+                source_amount=step.amount,
+                client_id=step.client_id,
+                scope=SCOPE,
+                memo=step.memo,
+                category=step.category,
+            )
+        else:
+            _post(season, step, ids)
+    reserve = season.get_account(ids[FEDERATION, KRONOR, RESERVE])
+    season.update_account(
         reserve.id,
-        metadata={**reserve.metadata, MARK: {"seed": seed, "complete": True}},
+        metadata={
+            **reserve.metadata,
+            MARK: {"seed": seed, "since": since.isoformat(), "complete": True},
+        },
     )
-    return _summary(plan, ids)
+    return _summary(plan, ids, since)
 
 
 # -- the plan ---------------------------------------------------------------------------------
@@ -252,11 +294,26 @@ def _place(community: str) -> str:
 
 
 def _plan(seed: int) -> _Plan:
-    accounts = _account_plans()
+    """The season, month by month. Within a month the steps are spread evenly over its 30
+    days in the order they were planned (the order the planner's balances assume), at
+    whole seconds, so every instant is before the season's end."""
     planner = _Planner(random.Random(seed))
-    batches = (planner.issuance(), planner.local(), planner.cross_leaves())
-    conversions = (*planner.cross_hearts(), *planner.redemptions())
-    return _Plan(seed, accounts, batches, conversions)
+    leaves = planner.directions(CROSS_LEAVES_ROUNDS)
+    hearts = planner.directions(CROSS_HEARTS_ROUNDS)
+    steps: list[_Payment] = []
+    for month in range(MONTHS):
+        planned = [
+            *(planner.founding() if month == 0 else ()),
+            *planner.issuance(),
+            *planner.local(),
+            *planner.cross_leaves(leaves[month::MONTHS]),
+            *planner.cross_hearts(hearts[month::MONTHS]),
+            *planner.redemptions(),
+        ]
+        for index, payment in enumerate(planned):
+            offset = MONTH * month + MONTH * (index + 1) / (len(planned) + 1)
+            steps.append(replace(payment, at=dt.timedelta(seconds=int(offset.total_seconds()))))
+    return _Plan(seed, _account_plans(), tuple(steps))
 
 
 def _account_plans() -> tuple[_AccountPlan, ...]:
@@ -312,9 +369,12 @@ class _Planner:
     ) -> _Payment:
         self.count += 1
         self.balances[source] = self.balances.get(source, 0) - amount
-        if source[1] == destination[1]:  # a conversion's payee gets what the rate gives
+        conversion = source[1] != destination[1]
+        if not conversion:  # a conversion's payee gets what the rate gives
             self.balances[destination] = self.balances.get(destination, 0) + amount
-        return _Payment(f"demo-{self.count:04d}", source, destination, amount, memo, category)
+        return _Payment(
+            f"demo-{self.count:04d}", source, destination, amount, memo, category, conversion
+        )
 
     def _can_pay(self, account: AccountKey, amount: int) -> bool:
         return self.balances.get(account, 0) >= amount
@@ -330,7 +390,8 @@ class _Planner:
         """Whole and half Hearts between ``low`` and ``high``, in minor units."""
         return self.rng.randint(low * 2, high * 2) * 50
 
-    def issuance(self) -> tuple[_Payment, ...]:
+    def founding(self) -> tuple[_Payment, ...]:
+        """The first day: the kronor reserve and each community's fund for the season."""
         payments = [
             self._payment(
                 (FEDERATION, KRONOR, RESERVE),
@@ -340,8 +401,7 @@ class _Planner:
                 "exchange:liquidity",
             )
         ]
-        care = sorted(CARE_MEMOS)
-        for slug, name, hearts, _, place in COMMUNITIES:
+        for slug, name, hearts, _, _ in COMMUNITIES:
             payments.append(
                 self._payment(
                     (slug, hearts, "issuance"),
@@ -351,29 +411,35 @@ class _Planner:
                     "treasury:budget",
                 )
             )
+        return tuple(payments)
+
+    def issuance(self) -> tuple[_Payment, ...]:
+        """A month's issuance: Hearts for each member's care work, Leaves for their
+        ecological work."""
+        payments = []
+        care = sorted(CARE_MEMOS)
+        for slug, _, hearts, _, place in COMMUNITIES:
             for member in MEMBERS[slug]:
-                for _ in range(2):
-                    category = self.rng.choice(care)
-                    payments.append(
-                        self._payment(
-                            (slug, hearts, "issuance"),
-                            (slug, hearts, member),
-                            self._hearts_amount(40, 160),
-                            self._care_memo(category),
-                            category,
-                        )
+                category = self.rng.choice(care)
+                payments.append(
+                    self._payment(
+                        (slug, hearts, "issuance"),
+                        (slug, hearts, member),
+                        self._hearts_amount(20, 80),
+                        self._care_memo(category),
+                        category,
                     )
-                for _ in range(self.rng.randint(2, 3)):
-                    memo, category = self._eco(place)
-                    payments.append(
-                        self._payment(
-                            (slug, LEAVES, "leaves-issuance"),
-                            (slug, LEAVES, member),
-                            self.rng.randint(10, 40),
-                            memo,
-                            category,
-                        )
+                )
+                memo, category = self._eco(place)
+                payments.append(
+                    self._payment(
+                        (slug, LEAVES, "leaves-issuance"),
+                        (slug, LEAVES, member),
+                        self.rng.randint(5, 25),
+                        memo,
+                        category,
                     )
+                )
         return tuple(payments)
 
     def local(self) -> tuple[_Payment, ...]:
@@ -382,7 +448,7 @@ class _Planner:
         for slug, _, hearts, _, place in COMMUNITIES:
             members = MEMBERS[slug]
             made = 0
-            while made < LOCAL_PAYMENTS_PER_COMMUNITY:
+            while made < LOCAL_PAYMENTS_PER_COMMUNITY_PER_MONTH:
                 kind = self.rng.choice(kinds)
                 payer = self.rng.choice(members)
                 payee = self.rng.choice([m for m in members if m != payer])
@@ -412,7 +478,7 @@ class _Planner:
                     made += 1
         return tuple(payments)
 
-    def _directions(self, rounds: int) -> list[tuple[str, str]]:
+    def directions(self, rounds: int) -> list[tuple[str, str]]:
         """Each ordered pair of communities exactly as often as its weight says (times
         ``rounds``), in a shuffled order: the circles and oakvale's intake do not depend on
         the luck of the draw."""
@@ -427,10 +493,10 @@ class _Planner:
         members = [m for m in MEMBERS[community] if self._can_pay((community, currency, m), amount)]
         return (community, currency, self.rng.choice(members)) if members else None
 
-    def cross_leaves(self) -> tuple[_Payment, ...]:
+    def cross_leaves(self, directions: Sequence[tuple[str, str]]) -> tuple[_Payment, ...]:
         """Leaves paid across communities: one currency, no exchange."""
         payments: list[_Payment] = []
-        for payer_community, payee_community in self._directions(CROSS_LEAVES_ROUNDS):
+        for payer_community, payee_community in directions:
             amount = self.rng.randint(2, 10)
             payee = (payee_community, LEAVES, self.rng.choice(MEMBERS[payee_community]))
             payer = self._payer(payer_community, LEAVES, amount)
@@ -439,12 +505,12 @@ class _Planner:
                 payments.append(self._payment(payer, payee, amount, memo, category))
         return tuple(payments)
 
-    def cross_hearts(self) -> tuple[_Payment, ...]:
+    def cross_hearts(self, directions: Sequence[tuple[str, str]]) -> tuple[_Payment, ...]:
         """Hearts paid across communities through the exchange, to members and providers.
         Amounts are drawn in reference units (4 to 40) and paid in the payer's Hearts, so
         a community's trade is worth the same whatever its Hearts' valuation."""
         payments: list[_Payment] = []
-        for payer_community, payee_community in self._directions(CROSS_HEARTS_ROUNDS):
+        for payer_community, payee_community in directions:
             valuation = _valuation(payer_community)
             units = Fraction(self.rng.randint(8, 80), 2)
             amount = max(int(units / valuation * 2), 1) * 50  # whole or half Hearts
@@ -462,7 +528,8 @@ class _Planner:
         return tuple(payments)
 
     def redemptions(self) -> tuple[_Payment, ...]:
-        """Providers with Hearts to spare redeem some for kronor (providers only may)."""
+        """At a month's end, providers with Hearts to spare redeem some for kronor
+        (providers only may)."""
         payments = []
         for slug, _, hearts, _, _ in COMMUNITIES:
             for provider, _ in PROVIDERS[slug]:
@@ -602,23 +669,21 @@ def _ensure_exchange(exchange: Exchange) -> None:
             exchange.propose(spec, by=BY, reason=reason)
 
 
-def _post(ledger: Ledger, payments: Sequence[_Payment], ids: dict[AccountKey, int]) -> None:
-    drafts = [
-        TransactionDraft(
-            postings=(PostingDraft(ids[p.source], ids[p.destination], p.amount, p.source[1]),),
-            client_id=p.client_id,
-            memo=p.memo,
-            category=p.category,
-        )
-        for p in payments
-    ]
-    for outcome in ledger.post_transactions(drafts, scope=SCOPE, atomic=True):
-        if outcome.error is not None:
-            raise outcome.error
+def _post(ledger: Ledger, payment: _Payment, ids: dict[AccountKey, int]) -> None:
+    draft = TransactionDraft(
+        postings=(
+            PostingDraft(
+                ids[payment.source], ids[payment.destination], payment.amount, payment.source[1]
+            ),
+        ),
+        client_id=payment.client_id,
+        memo=payment.memo,
+        category=payment.category,
+    )
+    ledger.post_transaction(draft, scope=SCOPE)
 
 
-def _summary(plan: _Plan, ids: dict[AccountKey, int]) -> DemoSummary:
-    transactions = sum(len(batch) for batch in plan.batches) + len(plan.conversions)
+def _summary(plan: _Plan, ids: dict[AccountKey, int], since: dt.date) -> DemoSummary:
     currencies = (
         *(code for _, _, code, _, _ in COMMUNITIES),
         LEAVES,
@@ -632,9 +697,12 @@ def _summary(plan: _Plan, ids: dict[AccountKey, int]) -> DemoSummary:
         accounts=len(plan.accounts),
         members=sum(len(members) for members in MEMBERS.values()),
         providers=sum(len(providers) for providers in PROVIDERS.values()),
-        transactions=transactions,
-        conversions=len(plan.conversions),
+        transactions=len(plan.steps),
+        conversions=sum(step.conversion for step in plan.steps),
+        cross_community=sum(step.source[0] != step.destination[0] for step in plan.steps),
         protocols=len(_protocols()),
+        since=since,
+        until=since + MONTHS * MONTH,
         ana=ids["riverbend", "HRB", "ana"],
         bo=ids["riverbend", "HRB", "bo"],
         ana_leaf=ids["riverbend", LEAVES, "ana"],
@@ -642,3 +710,45 @@ def _summary(plan: _Plan, ids: dict[AccountKey, int]) -> DemoSummary:
         cai_leaf=ids["hilltop", LEAVES, "cai"],
         riverbend_sek=ids["riverbend", KRONOR, "treasury"],
     )
+
+
+# -- the tour's keys ----------------------------------------------------------------------------
+
+FEDERATION_KEY_LABEL: Final = "demo federation key"
+
+
+def treasurer_key_label(community: str) -> str:
+    return f"demo treasurer of {community}"
+
+
+@dataclass(frozen=True, slots=True)
+class TourKeys:
+    federation: KeyRecord
+    federation_secret: str
+    treasurer: KeyRecord
+    treasurer_secret: str
+    revoked: tuple[int, ...]  # the tour keys issued before, revoked now
+
+
+def issue_tour_keys(engine: Engine, summary: DemoSummary, now: dt.datetime) -> TourKeys:
+    """A federation key and a treasurer key of the first community for the tour. Keys are
+    stored hashed, so a key cannot be shown again: issuing the tour's keys revokes the ones
+    issued for it before (by their labels), so there is only ever one pair in force."""
+    community = summary.communities[0]
+    labels = {FEDERATION_KEY_LABEL, treasurer_key_label(community)}
+    revoked = tuple(
+        key_store.revoke_key(engine, record.id, now).id
+        for record in key_store.list_keys(engine)
+        if record.revoked_at is None and record.label in labels
+    )
+    federation, federation_secret = key_store.create_key(
+        engine, role=key_store.Role.FEDERATION, community=None, label=FEDERATION_KEY_LABEL, now=now
+    )
+    treasurer, treasurer_secret = key_store.create_key(
+        engine,
+        role=key_store.Role.TREASURER,
+        community=community,
+        label=treasurer_key_label(community),
+        now=now,
+    )
+    return TourKeys(federation, federation_secret, treasurer, treasurer_secret, revoked)

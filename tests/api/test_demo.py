@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from api import keys as key_store
 from api.app import build_ledger
-from api.demo import DemoSummary, is_seeded, seed_demo
+from api.demo import MONTHS, DemoSummary, is_seeded, season_start, seed_demo
 from exchange.model import Window
+from exchange.reciprocity import DayWindow, Reciprocity
 from exchange.service import Exchange
 from ledger.errors import Code, LedgerError
 from ledger.model import Account, AccountType, CurrencyKind, Transaction
@@ -324,6 +326,104 @@ def test_the_federations_protocols_are_in_force(
     assert closed.value.code == Code.WINDOW_CLOSED
 
 
+def test_the_demo_counts_are_what_the_database_holds(
+    demo_ledger: Ledger, summary: DemoSummary, engine: Engine
+) -> None:
+    """The summary `heartleaf demo` prints, counted again from the stored rows."""
+    with engine.connect() as connection:
+
+        def count(sql: str) -> int:
+            return int(connection.execute(text(sql)).scalar_one())
+
+        transactions = count("SELECT count(*) FROM transactions WHERE client_id LIKE 'demo-%'")
+        accounts = count(
+            "SELECT count(*) FROM accounts JOIN currencies ON currencies.id = accounts.currency_id"
+            " WHERE currencies.code <> 'FRU'"
+        )
+        communities = count("SELECT count(*) FROM communities")
+        currencies = count("SELECT count(*) FROM currencies")
+        multi_currency = count(
+            "SELECT count(*) FROM (SELECT postings.transaction_id FROM postings"
+            " JOIN transactions ON transactions.id = postings.transaction_id"
+            " WHERE transactions.client_id LIKE 'demo-%'"
+            " GROUP BY postings.transaction_id"
+            " HAVING count(DISTINCT postings.currency_id) = 2) AS conversions"
+        )
+    assert transactions == summary.transactions
+    assert accounts == summary.accounts
+    assert communities == len(summary.communities) + 1  # and the federation's own
+    assert currencies == len(summary.currencies)
+    assert multi_currency == summary.conversions
+    accounts_by_id = _accounts(demo_ledger)
+    across = sum(bool(_value(t, accounts_by_id)) for t in _transactions(demo_ledger))
+    assert across == summary.cross_community
+    assert len(Exchange(demo_ledger).protocols()) == summary.protocols
+
+
+def test_the_demo_history_spans_the_months_before_today(
+    demo_ledger: Ledger, summary: DemoSummary, clock: Clock
+) -> None:
+    today = clock().astimezone(dt.UTC).date()
+    assert summary.until == today
+    assert summary.since == season_start(today) == today - dt.timedelta(days=30 * MONTHS)
+    start = dt.datetime.combine(summary.since, dt.time(), dt.UTC)
+    end = dt.datetime.combine(summary.until, dt.time(), dt.UTC)
+    transactions = _transactions(demo_ledger)
+    instants = [t.created_at for t in transactions]
+    assert all(start <= instant < end for instant in instants)
+    assert instants == sorted(instants)  # written in the order of the season
+    assert len({instant.date() for instant in instants}) >= 100  # most days see trade
+
+    # Each of the season's months has issuance, trade inside communities and across them.
+    accounts = _accounts(demo_ledger)
+    for month in range(MONTHS):
+        since = start + dt.timedelta(days=30 * month)
+        inside = [t for t in transactions if since <= t.created_at < since + dt.timedelta(30)]
+        assert len(inside) >= 60, month
+        assert sum(bool(_value(t, accounts)) for t in inside) >= 15, month
+        assert sum(len({p.currency for p in t.postings}) == 2 for t in inside) >= 5, month
+
+    # The free-rider report's window and the one before it both hold trade; oakvale takes
+    # in both, and more in the last one.
+    reciprocity = Reciprocity(demo_ledger)
+    tomorrow = today + dt.timedelta(days=1)
+    report = reciprocity.free_riders(DayWindow.of(tomorrow - dt.timedelta(days=30), tomorrow))
+    lines = {line.community: line for line in report.lines}
+    assert sum(line.figures.given for line in report.lines) > 0
+    assert sum(line.previous.given for line in report.lines) > 0
+    assert 0 < -lines["oakvale"].previous.net < lines["oakvale"].net_intake
+    # Windows differ from all time, and add up to it.
+    months = [
+        reciprocity.matrix(
+            DayWindow.of(
+                summary.since + dt.timedelta(30 * m), summary.since + dt.timedelta(30 * (m + 1))
+            )
+        )
+        for m in range(MONTHS)
+    ]
+    whole = reciprocity.matrix()
+    given = {t.community: t.figures.given for t in whole.totals}
+    assert all(0 < sum(t.figures.given for t in m.totals) < sum(given.values()) for m in months)
+    for community, total in given.items():
+        assert total == sum(
+            t.figures.given for m in months for t in m.totals if t.community == community
+        )
+
+    # As-of reads: Ana's balance moved over the season, and each instant reads what it was.
+    ana = [
+        t
+        for t in transactions
+        if any(summary.ana in (p.source_account_id, p.destination_account_id) for p in t.postings)
+    ]
+    assert len({t.created_at.date() for t in ana}) >= 8
+    balances = {demo_ledger.balance(summary.ana, as_of=t.created_at).posted for t in ana}
+    assert len(balances) >= 5
+    assert demo_ledger.balance(summary.ana, as_of=start).posted == 0
+    assert (
+        demo_ledger.balance(summary.ana, as_of=end).posted == accounts[summary.ana].balance.posted
+    )
+
+
 def _heartleaf(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*HEARTLEAF, *arguments],
@@ -346,16 +446,27 @@ EXPORT_ACCOUNTS = re.compile(
 )
 
 
+KEY_LINE = re.compile(r"^  export (FEDERATION_KEY|TREASURER_KEY)=(hl_\S+) ", re.MULTILINE)
+
+
+def _key_rows(environment: dict[str, str]) -> list[list[str]]:
+    listed = _heartleaf(environment, "keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    return [line.split() for line in listed.stdout.splitlines()[1:]]
+
+
 def test_heartleaf_demo_prints_keys_and_the_accounts_of_the_tour(
     environment: dict[str, str], engine: Engine
 ) -> None:
-    first = _heartleaf(environment, "demo")
+    first = _heartleaf(environment, "demo", "--server", "http://127.0.0.1:8080/")
     assert first.returncode == 0, first.stderr
-    assert "seeded the demo federation" in first.stderr
+    assert re.search(r"seeded the demo federation: \d+ transactions from ", first.stderr)
+    assert "  export HEARTLEAF=http://127.0.0.1:8080\n" in first.stdout
     assert re.search(r"^  export FEDERATION_KEY=hl_\S+ ", first.stdout, re.MULTILINE)
     assert re.search(
         r"^  export TREASURER_KEY=hl_\S+ .*treasurer of riverbend$", first.stdout, re.MULTILINE
     )
+    first_keys = dict(KEY_LINE.findall(first.stdout))
     exported = EXPORT_ACCOUNTS.search(first.stdout)
     assert exported is not None, first.stdout
     assert "  communities: riverbend, hilltop, saltmarsh, oakvale" in first.stdout
@@ -369,16 +480,50 @@ def test_heartleaf_demo_prints_keys_and_the_accounts_of_the_tour(
         summary.cai_leaf,
         summary.riverbend_sek,
     )
+    assert f"  transactions: {summary.transactions}\n" in first.stdout
+    assert f"  since: {summary.since}\n" in first.stdout
 
+    # Again, and as `make run` calls it: nothing written, no key minted, the rest printed.
     again = _heartleaf(environment, "demo")
     assert again.returncode == 0, again.stderr
     assert "already there; nothing written" in again.stderr
     assert EXPORT_ACCOUNTS.findall(again.stdout) == [exported.groups()]
+    assert "  export HEARTLEAF=http://127.0.0.1:8000\n" in again.stdout
+    assert KEY_LINE.findall(again.stdout) == []
+    assert "heartleaf demo --reissue-keys" in again.stdout
     quiet = _heartleaf(environment, "demo", "--if-empty")
     assert (quiet.returncode, quiet.stderr) == (0, "")
     assert EXPORT_ACCOUNTS.findall(quiet.stdout) == [exported.groups()]
-    keys = _heartleaf(environment, "keys", "list")
-    assert keys.stdout.count("demo federation key") == 3
+    assert KEY_LINE.findall(quiet.stdout) == []
+    assert [(row[0], row[2]) for row in _key_rows(environment)] == [
+        ("1", "federation"),
+        ("2", "treasurer"),
+    ]
+    assert [k.revoked_at for k in key_store.list_keys(engine)] == [None, None]
+
+    # On purpose: the tour's keys are revoked and new ones printed (they cannot be shown
+    # again, being stored hashed); the old ones stop working, the new ones work.
+    reissued = _heartleaf(environment, "demo", "--reissue-keys")
+    assert reissued.returncode == 0, reissued.stderr
+    assert "keys 1, 2 revoked" in reissued.stdout
+    new_keys = dict(KEY_LINE.findall(reissued.stdout))
+    assert set(new_keys) == {"FEDERATION_KEY", "TREASURER_KEY"}
+    assert not set(new_keys.values()) & set(first_keys.values())
+    assert EXPORT_ACCOUNTS.findall(reissued.stdout) == [exported.groups()]
+    assert [row[0] for row in _key_rows(environment)] == ["1", "2", "3", "4"]
+    stored = key_store.list_keys(engine)
+    assert [k.id for k in stored if k.revoked_at is not None] == [1, 2]
+    assert [(k.role, k.community) for k in stored if k.revoked_at is None] == [
+        ("federation", None),
+        ("treasurer", "riverbend"),
+    ]
+    now = dt.datetime.now(dt.UTC)
+    assert key_store.authenticate(engine, first_keys["FEDERATION_KEY"], now) is None
+    assert key_store.authenticate(engine, first_keys["TREASURER_KEY"], now) is None
+    fresh = key_store.authenticate(engine, new_keys["TREASURER_KEY"], now)
+    assert fresh is not None
+    assert fresh.principal.community == "riverbend"
+    assert len(_transactions(build_ledger(engine))) == summary.transactions  # nothing reseeded
 
     verified = _heartleaf(environment, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
