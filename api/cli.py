@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 import migrations
 from api import exchange_cli, ledger_cli
 from api import keys as key_store
-from api.cli_database import CliError, display, ready_engine
+from api.cli_database import CliError, display, help_of, ready_engine
 from ledger.database import default_url
 from ledger.errors import LedgerError
 from ledger.service import utc_now
@@ -249,7 +249,8 @@ def parser() -> argparse.ArgumentParser:
     database = commands.add_parser(
         "db", help="database schema", description="Manage the database schema."
     )
-    database_commands = database.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    database_commands = database.add_subparsers(dest="db_command", metavar="COMMAND")
+    database.set_defaults(handler=help_of(database))
     upgrade = database_commands.add_parser(
         "upgrade",
         help="migrate the database to the newest schema",
@@ -290,7 +291,8 @@ def parser() -> argparse.ArgumentParser:
     keys = commands.add_parser(
         "keys", help="API keys", description="Create, list and revoke API keys."
     )
-    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND")
+    keys.set_defaults(handler=help_of(keys))
     create = keys_commands.add_parser(
         "create",
         help="create a key (printed once)",

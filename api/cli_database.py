@@ -9,6 +9,8 @@ names the database it looked for and how to make it: never an empty SQLite file 
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -24,6 +26,17 @@ ELSEWHERE = "(DATABASE_URL, or HEARTLEAF_DATA_DIR for SQLite, names another)"
 
 class CliError(Exception):
     """A failure worth one line to the user, not a traceback: exit status 2."""
+
+
+def help_of(group: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """The handler of a group of commands named alone (``heartleaf keys``): its help, as a
+    bare ``heartleaf`` prints the whole tool's, exit status 0."""
+
+    def show(args: argparse.Namespace) -> int:
+        group.print_help()
+        return 0
+
+    return show
 
 
 def display(url: str) -> str:

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from api.cli_database import ready_engine
+from api.cli_database import help_of, ready_engine
 from exchange import rates
 from exchange.model import Proposal, ProtocolVersion, Signatory
 from exchange.service import Exchange
@@ -253,9 +253,8 @@ def add_commands(commands: Any) -> None:
         "Every change is recorded with who made it (--by) and why (--reason); while the "
         "federation asks for approvals, a change waits for them (approved with API keys).",
     )
-    exchange_commands = exchange.add_subparsers(
-        dest="exchange_command", required=True, metavar="COMMAND"
-    )
+    exchange_commands = exchange.add_subparsers(dest="exchange_command", metavar="COMMAND")
+    exchange.set_defaults(handler=help_of(exchange))
 
     def with_author(command: argparse.ArgumentParser) -> None:
         command.add_argument("--reason", required=True, help="why: kept in the history")

@@ -80,6 +80,18 @@ def test_bare_heartleaf_prints_its_help_and_exits_0(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_group_named_alone_prints_its_commands() -> None:
+    for group, command in (("keys", "revoke"), ("db", "upgrade"), ("exchange", "protocols")):
+        result = run(bare_environment(), group)
+        assert result.returncode == 0, result
+        assert result.stdout.startswith(f"usage: heartleaf {group}")
+        assert command in result.stdout
+    for command in ("balances", "statement", "reciprocity"):
+        result = run(bare_environment(), command, "--help")
+        assert result.returncode == 0, result
+        assert "--json" in result.stdout
+
+
 def test_version_comes_from_the_package_metadata() -> None:
     result = run(bare_environment(), "--version")
     assert result.returncode == 0, result
