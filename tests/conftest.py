@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine
 
 import migrations
+from exchange.reciprocity_verify import verify as reciprocity_verify
 from ledger.database import make_engine
 from ledger.service import Ledger
 from ledger.verify import verify
@@ -113,7 +114,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
-    violations = verify(engine)
+    # Every layer's invariants: the ledger's, then reciprocity's positions and aggregates.
+    violations = verify(engine) + reciprocity_verify(engine)
     engine.dispose()
     assert violations == [], "the ledger is unsound after this test:\n" + "\n".join(
         map(str, violations)
