@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -160,6 +161,8 @@ def _exports(output: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tour_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    for tool in ("bash", "curl"):  # the tour is run as a reader runs it
+        assert shutil.which(tool), f"the README tour needs {tool} on PATH"
     data = tmp_path_factory.mktemp("tour")
     port = _free_port()
     environment = {
