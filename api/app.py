@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from typing import Annotated, Any, TypeVar, cast
 
 import anyio
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlalchemy import Engine, Table, insert, select, text
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 import migrations
@@ -81,6 +82,11 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
 }
+# An idempotency record whose create has not answered yet (``_idempotent``).
+CLAIMED = 0
+CLAIM_WAIT = dt.timedelta(seconds=10)  # how long a twin waits for the first to answer
+CLAIM_STALE = dt.timedelta(seconds=60)  # a claim this old lost its holder: take it over
+CLAIM_POLL_SECONDS = 0.02
 LONG_POLL_MAX_SECONDS = 30
 IDEMPOTENCY_KEY_LENGTH = 128  # the column idempotency_records.key
 LONG_POLL_INTERVAL_SECONDS = 0.1
@@ -283,6 +289,10 @@ def _client_id(body_id: str | None, header_id: str | None) -> str | None:
     return body_id or header_id
 
 
+def _insert_row(table: Table, row: dict[str, Any], connection: Connection) -> None:
+    connection.execute(insert(table), row)
+
+
 def _idempotent(
     state: State,
     principal: Principal,
@@ -294,9 +304,10 @@ def _idempotent(
 ) -> JSONResponse:
     """Run a create once per (caller, key): a retry gets the first status and body back.
 
-    Records are written after the create commits, in their own unit of work: a crash in
-    between leaves the resource without its record, and a retry then meets the natural
-    uniqueness rule (community_exists, account_name_taken …) instead of a replay.
+    The key is claimed before the create runs (a record with no answer yet, in its own
+    unit of work), so of twins arriving at once exactly one creates; the others wait for
+    its answer and replay it. A create that is refused releases the claim, so a corrected
+    retry may run. A claim whose holder died (older than ``CLAIM_STALE``) is taken over.
     """
     if key is None:
         status, body = create()
@@ -307,29 +318,59 @@ def _idempotent(
         scoped_key = f"{operation}#{hashlib.sha256(key.encode()).hexdigest()}"
     request_hash = _request_hash(payload)
     table = cast(Table, IdempotencyRow.__table__)
-    with state.engine.connect() as connection:
-        found = connection.execute(
-            select(table.c.request_hash, table.c.status_code, table.c.body).where(
-                table.c.scope == scope, table.c.key == scoped_key
-            )
-        ).first()
-    if found is not None:
+    where = (table.c.scope == scope) & (table.c.key == scoped_key)
+    deadline = time.monotonic() + CLAIM_WAIT.total_seconds()
+    while True:
+        claim = {
+            "scope": scope,
+            "key": scoped_key,
+            "request_hash": request_hash,
+            "status_code": CLAIMED,
+            "body": {},
+            "created_at": state.clock(),
+        }
+        try:
+            run_in_transaction(state.engine, partial(_insert_row, table, claim), write=True)
+            break
+        except IntegrityError:
+            pass  # a record exists: an answer to replay, or a twin's claim to wait for
+        with state.engine.connect() as connection:
+            found = connection.execute(
+                select(
+                    table.c.request_hash, table.c.status_code, table.c.body, table.c.created_at
+                ).where(where)
+            ).first()
+        if found is None:
+            continue  # released between our insert and our read: claim it again
         if found.request_hash != request_hash:
             raise LedgerError(Code.IDEMPOTENCY_CONFLICT, field="client_id")
-        return JSONResponse(
-            found.body, status_code=found.status_code, headers={"Idempotent-Replayed": "true"}
+        if found.status_code != CLAIMED:
+            return JSONResponse(
+                found.body, status_code=found.status_code, headers={"Idempotent-Replayed": "true"}
+            )
+        if state.clock() - found.created_at > CLAIM_STALE:
+            run_in_transaction(
+                state.engine,
+                lambda c: c.execute(delete(table).where(where, table.c.status_code == CLAIMED)),
+                write=True,
+            )
+            continue
+        if time.monotonic() > deadline:
+            raise LedgerError(Code.IDEMPOTENCY_IN_PROGRESS, field="client_id")
+        time.sleep(CLAIM_POLL_SECONDS)
+    try:
+        status, body = create()
+    except BaseException:
+        run_in_transaction(
+            state.engine,
+            lambda c: c.execute(delete(table).where(where, table.c.status_code == CLAIMED)),
+            write=True,
         )
-    status, body = create()
-    record = {
-        "scope": scope,
-        "key": scoped_key,
-        "request_hash": request_hash,
-        "status_code": status,
-        "body": stored_view(body),
-        "created_at": state.clock(),
-    }
-    with contextlib.suppress(IntegrityError):  # a concurrent twin stored the same answer first
-        run_in_transaction(state.engine, lambda c: c.execute(insert(table), record), write=True)
+        raise
+    answer = {"status_code": status, "body": stored_view(body)}
+    run_in_transaction(
+        state.engine, lambda c: c.execute(update(table).where(where).values(**answer)), write=True
+    )
     return JSONResponse(body, status_code=status)
 
 

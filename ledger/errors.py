@@ -45,6 +45,7 @@ class Code(StrEnum):
     CIRCULATION_CAP_EXCEEDED = "circulation_cap_exceeded"
     # Transactions, in the order post_transactions checks them.
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     CURRENCY_MISMATCH = "currency_mismatch"
     ACCOUNT_CLOSED = "account_closed"
     ACCOUNT_FROZEN = "account_frozen"
@@ -177,6 +178,12 @@ CATALOGUE: dict[Code, Rule] = {
     ),
     Code.IDEMPOTENCY_CONFLICT: Rule(
         "This id was already used for a different request.", 409, False
+    ),
+    Code.IDEMPOTENCY_IN_PROGRESS: Rule(
+        "A request with this id is still being carried out; retry in a few seconds to get "
+        "its answer.",
+        409,
+        True,
     ),
     Code.CURRENCY_MISMATCH: Rule(
         "The posting's currency is not the currency both accounts hold.", 422, False
