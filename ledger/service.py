@@ -1173,7 +1173,8 @@ class Ledger:
                     return Outcome(
                         self._transactions(connection, [int(stored[0]["id"])])[0], None, True
                     )
-            if original.reversed_by_id is not None:
+            current = repo.transaction_by_id(connection, transaction_id)
+            if current is not None and current["reversed_by_id"] is not None:
                 raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
             # Accounts first, then the transaction row: the lock order every writer keeps.
             # The check above answers the common case early; this one settles a race.
@@ -1191,6 +1192,11 @@ class Ledger:
             except _DraftRefused as refused:  # an observer refused the reversal itself
                 raise refused.error from None
             if outcome.error is not None:
+                # A concurrent reversal that won took the funds back first: say so, rather
+                # than the insufficient funds it left behind.
+                row = repo.transaction_by_id(connection, transaction_id, lock=True)
+                if row is not None and row["reversed_by_id"] is not None:
+                    raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
                 raise outcome.error
             assert outcome.transaction is not None
             row = repo.transaction_by_id(connection, transaction_id, lock=True)

@@ -114,12 +114,15 @@ def test_a_served_federation_takes_payments_and_answers_problems(
         "issuer": "riverbend",
     }
     assert _call(server + "/v1/currencies", "POST", currency, key)[0] == 201
+    # Riverbend issues HRB, so its treasurer (not the federation) opens the issuance account.
+    treasurer_key = {"role": "treasurer", "community": "riverbend", "label": "riverbend"}
+    treasurer = _call(server + "/v1/keys", "POST", treasurer_key, key)[1]["secret"]
     accounts = [
         _call(
             server + "/v1/accounts",
             "POST",
             {"community": "riverbend", "currency": "HRB", "type": kind, "name": name},
-            key,
+            treasurer,
         )[1]["id"]
         for kind, name in (("issuance", "issuance"), ("member", "ana"), ("member", "bo"))
     ]

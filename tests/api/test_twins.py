@@ -1,8 +1,9 @@
 """Twins: concurrent requests with one client id, against a real ``heartleaf serve``.
 
-Sixteen copies of a create (a key, an account, a community) arrive at once; exactly one
-creates and every other gets its answer back, the same status and body (for a key, its
-secret only to the twin that made it: secrets are never stored), never "name taken" or a second resource. Both databases.
+Sixteen copies of a create (a community, a key) arrive at once; exactly one creates and
+every other gets its answer back, the same status and body (for a key, its secret only to
+the twin that made it: secrets are never stored), never "name taken" or a second
+resource. Both databases.
 """
 
 from __future__ import annotations
