@@ -53,6 +53,7 @@ from api.schemas import (
     KeyCreate,
     KeyCreated,
     KeyPublic,
+    KeyRotate,
     Page,
     PendingPost,
     PostingPublic,
@@ -82,6 +83,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
 }
+ROTATION_OVERLAP_DEFAULT_SECONDS = 3600  # a rotated key's old secret works this long
 # An idempotency record whose create has not answered yet (``_idempotent``).
 CLAIMED = 0
 CLAIM_WAIT = dt.timedelta(seconds=10)  # how long a twin waits for the first to answer
@@ -146,8 +148,28 @@ async def _state(request: Request) -> State:  # async: no worker thread for a lo
 StateDep = Annotated[State, Depends(_state)]
 
 
+# What a member key may call, each further limited to the member's own accounts.
+MEMBER_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/v1/communities"),
+        ("GET", "/v1/currencies"),
+        ("GET", "/v1/currencies/{code}"),
+        ("GET", "/v1/accounts"),
+        ("GET", "/v1/accounts/{account_id}"),
+        ("GET", "/v1/accounts/{account_id}/balance"),
+        ("GET", "/v1/accounts/{account_id}/statement"),
+        ("POST", "/v1/transactions"),
+        ("POST", "/v1/transactions/batch"),
+        ("GET", "/v1/transactions/{transaction_id}"),
+        ("POST", "/v1/keys/{key_id}/rotate"),
+    }
+)
+
+
 async def _principal(
-    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request,
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """Async: the key's read is a short read (``_short_read``; a worker-thread hop for it
     cost a server 30% of its single postings over HTTP); the once-a-minute write goes to a
@@ -159,7 +181,16 @@ async def _principal(
         state.engine, key_store.authenticate, state.engine, credentials.credentials, now
     )
     if found is None:
-        raise LedgerError(Code.UNAUTHENTICATED, "The API key is unknown or revoked.")
+        raise LedgerError(Code.UNAUTHENTICATED, "The API key is unknown, expired or revoked.")
+    if found.principal.role == Role.MEMBER:
+        route = request.scope.get("route")
+        allowed = (request.method, getattr(route, "path", "")) in MEMBER_ROUTES
+        if not allowed:
+            raise LedgerError(
+                Code.FORBIDDEN,
+                "A member key reads its member's own accounts, balances and statements and "
+                "pays from them; nothing else.",
+            )
     if found.use_unrecorded:
         await anyio.to_thread.run_sync(
             key_store.record_use, state.engine, found.principal.key_id, now
@@ -229,11 +260,19 @@ def _actor(principal: Principal) -> Actor:
         return Actor(ActorRole.FEDERATION)
     if principal.role == Role.TREASURER:
         return Actor(ActorRole.TREASURER, principal.community_id)
+    if principal.role == Role.MEMBER:
+        return Actor(
+            ActorRole.MEMBER,
+            principal.community_id,
+            member_account_ids=principal.member_account_ids,
+        )
     # Viewers and auditors write nothing: every writing route requires another role first.
     raise LedgerError(Code.FORBIDDEN, f"A {principal.role} key cannot do this.")
 
 
 def _visible_account(state: State, principal: Principal, account_id: int) -> model.Account:
+    if principal.role == Role.MEMBER and account_id not in principal.member_account_ids:
+        raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
     account = state.ledger.get_account(account_id)
     if not principal.reads_everything and account.community != principal.community:
         raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
@@ -259,6 +298,13 @@ def _visible_transaction(
 ) -> model.Transaction:
     transaction = state.ledger.get_transaction(transaction_id)
     if principal.reads_everything:
+        return transaction
+    if principal.role == Role.MEMBER:
+        touched = {
+            a for p in transaction.postings for a in (p.source_account_id, p.destination_account_id)
+        }
+        if not touched & principal.member_account_ids:
+            raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
         return transaction
     owners = state.ledger.communities_of_accounts(
         a for p in transaction.postings for a in (p.source_account_id, p.destination_account_id)
@@ -466,6 +512,8 @@ def _key_view(record: key_store.KeyRecord) -> KeyPublic:
         created_at=record.created_at,
         last_used_at=record.last_used_at,
         revoked_at=record.revoked_at,
+        expires_at=record.expires_at,
+        member=record.member,
     )
 
 
@@ -715,7 +763,18 @@ def list_accounts(
     cursor: CursorQuery = None,
     limit: LimitQuery = 100,
 ) -> Page[AccountPublic]:
-    """Accounts with their balances; community keys see their own community only."""
+    """Accounts with their balances; community keys see their own community only, a member
+    key its member's accounts only."""
+    if principal.role == Role.MEMBER:
+        own = [state.ledger.get_account(i) for i in sorted(principal.member_account_ids)]
+        wanted = [
+            a
+            for a in own
+            if community in (None, a.community)
+            and currency in (None, a.currency)
+            and type in (None, a.type)
+        ]
+        return Page(items=[_account_view(a) for a in wanted], next_cursor=None)
     if not principal.reads_everything:
         if community not in (None, principal.community):
             return Page(items=[], next_cursor=None)
@@ -836,7 +895,7 @@ async def create_transaction(
     # one-worker SQLite server took ~15% fewer postings from 8 clients, ~20% fewer from 32.
     # Requests wait for the writer without a limit of their own (a worker thread each
     # capped them at anyio's 40); ``uvicorn --limit-concurrency`` caps a server's.
-    _require(principal, Role.FEDERATION, Role.TREASURER)
+    _require(principal, Role.FEDERATION, Role.TREASURER, Role.MEMBER)
     draft = _draft(body, _client_id(body.client_id, idempotency_key))
     try:
         # Whose accounts the draft may move is checked inside the write (ledger.authority).
@@ -861,7 +920,7 @@ async def create_transaction(
 def create_batch(body: BatchCreate, state: StateDep, principal: PrincipalDep) -> Response:
     """Up to 8,190 transactions in one request and one database transaction, each with
     its own result; with `atomic`, all of them or none."""
-    _require(principal, Role.FEDERATION, Role.TREASURER)
+    _require(principal, Role.FEDERATION, Role.TREASURER, Role.MEMBER)
     drafts = [_draft(item, item.client_id) for item in body.transactions]
     outcomes = state.ledger.post_transactions(
         drafts, scope=principal.idempotency_scope, atomic=body.atomic, actor=_actor(principal)
@@ -1075,6 +1134,8 @@ def create_key(
             community=body.community,
             label=body.label,
             now=state.clock(),
+            member=body.member,
+            expires_at=body.expires_at,
         )
         return 201, _json(KeyCreated(**_key_view(record).model_dump(), secret=secret))
 
@@ -1103,6 +1164,24 @@ def revoke_key(
     """Revoke a key at once; it stays listed, with its revocation time."""
     _require(principal, Role.FEDERATION)
     return _key_view(key_store.revoke_key(state.engine, key_id, state.clock()))
+
+
+@v1.post("/keys/{key_id}/rotate", response_model=KeyCreated, tags=["keys"])
+def rotate_key(
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    state: StateDep,
+    principal: PrincipalDep,
+    body: KeyRotate | None = None,
+) -> KeyCreated:
+    """Give a key a new secret (shown once, here); the old secret keeps working for
+    `old_secret_valid_seconds`. A federation key rotates any key; any other key only
+    itself."""
+    if principal.role != Role.FEDERATION and principal.key_id != key_id:
+        raise LedgerError(Code.FORBIDDEN, "A key other than a federation key rotates only itself.")
+    seconds = ROTATION_OVERLAP_DEFAULT_SECONDS if body is None else body.old_secret_valid_seconds
+    overlap = dt.timedelta(seconds=seconds)
+    record, secret = key_store.rotate_key(state.engine, key_id, state.clock(), overlap)
+    return KeyCreated(**_key_view(record).model_dump(), secret=secret)
 
 
 @v1.get("/events", response_model=EventPage, tags=["events"])

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Table, insert, select, text, update
 
 from api.tables import ApiKeyRow
 from ledger import repository as ledger_repository
 from ledger.database import run_in_transaction
 from ledger.errors import Code, LedgerError
-from ledger.tables import CommunityRow, from_micros
+from ledger.tables import CommunityRow, from_micros, to_micros
 
 api_keys = cast(Table, ApiKeyRow.__table__)
 communities = cast(Table, CommunityRow.__table__)
@@ -35,6 +35,11 @@ class Role(StrEnum):
     TREASURER = "treasurer"
     VIEWER = "viewer"
     AUDITOR = "auditor"
+    MEMBER = "member"  # one member's accounts: read them, pay from them, nothing else
+
+
+COMMUNITY_ROLES = (Role.TREASURER, Role.VIEWER, Role.MEMBER)
+ROTATION_OVERLAP_MAX = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,9 @@ class Principal:
     role: Role
     community_id: int | None
     community: str | None
+    member: str | None = None
+    # A member key's own accounts (its member accounts in its community), read at sign-in.
+    member_account_ids: frozenset[int] = frozenset()
 
     @property
     def reads_everything(self) -> bool:
@@ -67,6 +75,8 @@ class KeyRecord:
     created_at: dt.datetime
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None = None
+    member: str | None = None
 
 
 def _hash(secret: str) -> str:
@@ -74,15 +84,36 @@ def _hash(secret: str) -> str:
 
 
 def create_key(
-    engine: Engine, *, role: Role, community: str | None, label: str, now: dt.datetime
+    engine: Engine,
+    *,
+    role: Role,
+    community: str | None,
+    label: str,
+    now: dt.datetime,
+    member: str | None = None,
+    expires_at: dt.datetime | None = None,
 ) -> tuple[KeyRecord, str]:
-    """Create a key; returns its record and the plaintext, which is never stored."""
-    if (role in (Role.TREASURER, Role.VIEWER)) != (community is not None):
+    """Create a key; returns its record and the plaintext, which is never stored. A member
+    key names its member: the member accounts of that name in its community."""
+    if (role in COMMUNITY_ROLES) != (community is not None):
         raise LedgerError(
             Code.INVALID_REQUEST,
-            "Treasurer and viewer keys belong to one community; "
+            "Treasurer, viewer and member keys belong to one community; "
             "federation and auditor keys to none.",
             field="community",
+        )
+    if (role == Role.MEMBER) != (member is not None):
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "A member key names its member (the name of the member's accounts); "
+            "keys of other roles name none.",
+            field="member",
+        )
+    if expires_at is not None and expires_at <= now:
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "expires_at is an instant in the future, or null for a key that does not expire.",
+            field="expires_at",
         )
     prefix = secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
@@ -94,6 +125,15 @@ def create_key(
             if row is None:
                 raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
             community_id = row["id"]
+        if member is not None and (
+            community_id is None or not _member_accounts(connection, community_id, member)
+        ):
+            raise LedgerError(
+                Code.ACCOUNT_NOT_FOUND,
+                f"{community} has no member account named {member!r}; open the member's "
+                "accounts first, then create the key.",
+                field="member",
+            )
         key_id = connection.execute(
             insert(api_keys).returning(api_keys.c.id),
             {
@@ -105,9 +145,13 @@ def create_key(
                 "created_at": now,
                 "last_used_at": None,
                 "revoked_at": None,
+                "expires_at": expires_at,
+                "member": member,
             },
         ).scalar_one()
-        return KeyRecord(key_id, prefix, role, community, label, now, None, None)
+        return KeyRecord(
+            key_id, prefix, role, community, label, now, None, None, expires_at, member
+        )
 
     record = run_in_transaction(engine, work, write=True)
     return record, f"hl_{prefix}_{secret}"
@@ -128,6 +172,8 @@ def _record(row: Row[Any]) -> KeyRecord:
         row.created_at,
         row.last_used_at,
         row.revoked_at,
+        row.expires_at,
+        row.member,
     )
 
 
@@ -156,7 +202,8 @@ def revoke_key(engine: Engine, key_id: int, now: dt.datetime) -> KeyRecord:
 # SQLAlchemy's statement building would cost more than the indexed read itself.
 _KEY_BY_PREFIX = (
     "SELECT api_keys.id, api_keys.role, api_keys.community_id, communities.slug,"
-    " api_keys.secret_hash, api_keys.revoked_at, api_keys.last_used_at"
+    " api_keys.secret_hash, api_keys.revoked_at, api_keys.last_used_at, api_keys.expires_at,"
+    " api_keys.previous_secret_hash, api_keys.previous_valid_until, api_keys.member"
     " FROM api_keys LEFT OUTER JOIN communities ON communities.id = api_keys.community_id"
     " WHERE api_keys.prefix = :prefix"
 )
@@ -182,14 +229,95 @@ def authenticate(engine: Engine, token: str, now: dt.datetime) -> Authenticated 
     rows = ledger_repository.fetch_outside_transaction(engine, _KEY_BY_PREFIX, {"prefix": prefix})
     if not rows:
         return None
-    key_id, role, community_id, slug, secret_hash, revoked_at, last_used_at = rows[0]
-    if revoked_at is not None or not hmac.compare_digest(secret_hash, _hash(secret)):
+    (
+        key_id,
+        role,
+        community_id,
+        slug,
+        secret_hash,
+        revoked_at,
+        last_used_at,
+        expires_at,
+        previous_hash,
+        previous_until,
+        member,
+    ) = rows[0]
+    if revoked_at is not None or (expires_at is not None and to_micros(now) >= expires_at):
         return None
+    given = _hash(secret)
+    current = hmac.compare_digest(secret_hash, given)
+    former = (
+        previous_hash is not None
+        and previous_until is not None
+        and to_micros(now) < previous_until
+        and hmac.compare_digest(previous_hash, given)
+    )
+    if not (current or former):
+        return None
+    own: frozenset[int] = frozenset()
+    if member is not None:
+        own = frozenset(
+            row[0]
+            for row in ledger_repository.fetch_outside_transaction(
+                engine, _MEMBER_ACCOUNTS, {"community_id": community_id, "name": member}
+            )
+        )
     return Authenticated(
-        Principal(key_id, Role(role), community_id, slug),
+        Principal(key_id, Role(role), community_id, slug, member, own),
         use_unrecorded=last_used_at is None
         or now - from_micros(last_used_at) >= LAST_USED_PRECISION,
     )
+
+
+_MEMBER_ACCOUNTS = (
+    "SELECT id FROM accounts WHERE community_id = :community_id AND name = :name"
+    " AND type = 'member'"
+)
+
+
+def _member_accounts(connection: Connection, community_id: int, member: str) -> list[int]:
+    return [
+        row[0]
+        for row in connection.execute(
+            text(_MEMBER_ACCOUNTS), {"community_id": community_id, "name": member}
+        )
+    ]
+
+
+def rotate_key(
+    engine: Engine, key_id: int, now: dt.datetime, overlap: dt.timedelta
+) -> tuple[KeyRecord, str]:
+    """Give a key a new secret; the old one keeps working for ``overlap`` (at most
+    ``ROTATION_OVERLAP_MAX``), so its clients can switch without a gap. The prefix stays."""
+    if not dt.timedelta(0) <= overlap <= ROTATION_OVERLAP_MAX:
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            "The old secret may keep working for 0 seconds to 30 days.",
+            field="old_secret_valid_seconds",
+        )
+    secret = secrets.token_urlsafe(32)
+
+    def work(connection: Connection) -> KeyRecord:
+        row = connection.execute(_KEY_WITH_COMMUNITY.where(api_keys.c.id == key_id)).first()
+        if row is None:
+            raise LedgerError(Code.KEY_NOT_FOUND, field="key_id")
+        if row.revoked_at is not None:
+            raise LedgerError(
+                Code.KEY_NOT_FOUND, "The key is revoked; create a new one.", field="key_id"
+            )
+        connection.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id)
+            .values(
+                secret_hash=_hash(secret),
+                previous_secret_hash=row.secret_hash,
+                previous_valid_until=now + overlap,
+            )
+        )
+        return _record(row)
+
+    record = run_in_transaction(engine, work, write=True)
+    return record, f"hl_{record.prefix}_{secret}"
 
 
 def record_use(engine: Engine, key_id: int, now: dt.datetime) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -654,11 +655,27 @@ class ReversalCreate(Strict):
 
 
 class KeyCreate(Strict):
-    role: Literal["federation", "treasurer", "viewer", "auditor"] = Field(
-        description="What the key may do.", examples=["treasurer"]
+    role: Literal["federation", "treasurer", "viewer", "auditor", "member"] = Field(
+        description="What the key may do. A member key reads and pays from one member's "
+        "accounts only.",
+        examples=["treasurer"],
     )
     community: Slug | None = Field(
-        None, description="For treasurer and viewer keys: their community.", examples=["riverbend"]
+        None,
+        description="For treasurer, viewer and member keys: their community.",
+        examples=["riverbend"],
+    )
+    member: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="For a member key: the member, by the name of its member accounts.",
+        examples=["ana"],
+    )
+    expires_at: AwareDatetime | None = Field(
+        None,
+        description="When the key stops working (RFC 3339); null: it does not expire.",
+        examples=["2027-06-30T00:00:00Z"],
     )
     label: str = Field(
         min_length=1,
@@ -684,6 +701,20 @@ class KeyPublic(BaseModel):
         description="Last authenticated use (to the minute).", examples=[None]
     )
     revoked_at: dt.datetime | None = Field(description="When it was revoked.", examples=[None])
+    expires_at: dt.datetime | None = Field(
+        description="When it stops working; null: never.", examples=[None]
+    )
+    member: str | None = Field(description="A member key's member.", examples=[None])
+
+
+class KeyRotate(Strict):
+    old_secret_valid_seconds: StrictInt = Field(
+        3600,  # api.app.ROTATION_OVERLAP_DEFAULT_SECONDS
+        ge=0,
+        le=30 * 86_400,
+        description="How long the old secret keeps working, so clients switch without a gap.",
+        examples=[3600],
+    )
 
 
 class KeyCreated(KeyPublic):

@@ -27,6 +27,13 @@ class ApiKeyRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Instant)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(Instant)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(Instant)
+    # After this instant the key no longer authenticates; None: it does not expire.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(Instant)
+    # A member key: the member's name in its community (its member accounts bear it).
+    member: Mapped[str | None] = mapped_column(String(200))
+    # A rotated key's former secret, which still works until ``previous_valid_until``.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    previous_valid_until: Mapped[dt.datetime | None] = mapped_column(Instant)
 
 
 class IdempotencyRow(Base):

@@ -395,6 +395,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("DELETE", "/v1/keys/{key_id}"): Row(
         lambda w, caller: Call("DELETE", f"/v1/keys/{w.fresh_key()}"), federation_only(OK)
     ),
+    # Another key's rotation: the federation's to do; any other key rotates only itself.
+    ("POST", "/v1/keys/{key_id}/rotate"): Row(
+        lambda w, caller: Call("POST", f"/v1/keys/{w.fresh_key()}/rotate"), federation_only(OK)
+    ),
     ("GET", "/v1/events"): Row(_get("/v1/events?limit=1000"), riverbend_listing()),
     # -- exchange: the federation's rules, readable by all, written by the federation ----------
     ("PUT", "/v1/exchange/settings"): Row(
