@@ -230,7 +230,20 @@ def check_may_change_floor(
     return powered_next or account_type == AccountType.ISSUANCE
 
 
-def check_may_change_account(actor: Actor, account_type: AccountType, account_id: int) -> None:
+def check_may_change_account(
+    actor: Actor, account_type: AccountType, account_id: int, community_id: int
+) -> None:
+    """Refuse a change of limits, status or metadata the actor may not make: another
+    community's account looks missing; a member changes none; no key changes a system
+    account."""
+    if actor.role == ActorRole.TREASURER and actor.community_id != community_id:
+        raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+    if actor.role == ActorRole.MEMBER:
+        raise LedgerError(
+            Code.FORBIDDEN,
+            "A member key changes no account's limits or status; ask the treasurer.",
+            account_id=account_id,
+        )
     owner = system_owner(account_type)
     if owner is not None and actor.role != ActorRole.OPERATOR and actor.operation != owner:
         raise LedgerError(

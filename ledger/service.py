@@ -471,7 +471,9 @@ class Ledger:
             if pending and repo.overdue_hold_transactions(connection, [account_id], now):
                 raise _ExpiryNeeded(now)  # judge and store the change on released holds
             current = self._account(connection, account_id, now)
-            authority.check_may_change_account(actor, current.type, account_id)
+            authority.check_may_change_account(
+                actor, current.type, account_id, rows[0].community_id
+            )
             if expected_version is not None and expected_version != current.version:
                 raise LedgerError(
                     Code.VERSION_MISMATCH, account_id=account_id, extra={"version": current.version}
