@@ -165,12 +165,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    violations = verify(engine, progress=progress)
-    if show:
-        print(file=sys.stderr)
-    # The layers above the ledger keep invariants of their own: reciprocity's positions and
-    # aggregates against the flows they are maintained from.
-    violations += reciprocity_verify(engine)
+    try:
+        violations = verify(engine, progress=progress)
+        if show:
+            print(file=sys.stderr)
+        # The layers above the ledger keep invariants of their own: reciprocity's positions
+        # and aggregates against the flows they are maintained from.
+        violations += reciprocity_verify(engine)
+    finally:
+        engine.dispose()
     for violation in violations:
         print(violation)
     if violations:

@@ -514,9 +514,13 @@ def create_conversion(
     """Pay an account in its own currency from one in another, converting inside one
     transaction under the federation's protocol."""
     _require(principal, Role.FEDERATION, Role.TREASURER)
+    # Before pricing, so another community's account looks missing rather than named by
+    # a pricing refusal; the write checks it again, as the floor it is.
+    refusal = _sources_allowed(state, principal, [body.payer_account_id])
+    if refusal is not None:
+        raise refusal
     exchange = _exchange(state)
     try:
-        # Whether the key may spend from the payer is checked inside the write.
         outcome = exchange.convert(
             payer_account_id=body.payer_account_id,
             payee_account_id=body.payee_account_id,

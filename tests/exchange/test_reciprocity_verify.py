@@ -21,7 +21,6 @@ from api.app import build_ledger
 from api.demo import seed_demo
 from exchange.reciprocity import POSITION_ACCOUNT_NAME, Reciprocity
 from exchange.reciprocity_verify import verify
-from ledger.database import make_engine
 from ledger.verify import Violation
 from tests.conftest import Clock
 from tests.exchange.test_reciprocity import (
@@ -72,13 +71,9 @@ def _tampered(engine: Engine, change: str, undo: str, parameters: dict[str, Any]
 
 def _cli(database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tuple[int, str]:
     """``heartleaf verify``'s exit status and what it printed on stdout."""
-    engine = make_engine(database_url)
-    monkeypatch.setattr(cli, "_engine", lambda: engine)
+    monkeypatch.setenv("DATABASE_URL", database_url)  # the CLI's own way to its database
     capsys.readouterr()
-    try:
-        status = cli.main(["verify"])
-    finally:
-        engine.dispose()
+    status = cli.main(["verify"])
     return status, capsys.readouterr().out
 
 
