@@ -522,6 +522,7 @@ def create_conversion(
     exchange = _exchange(state)
     try:
         outcome = exchange.convert(
+            expected_rate=_rate(body.expected_rate),
             payer_account_id=body.payer_account_id,
             payee_account_id=body.payee_account_id,
             quote_id=body.quote_id,

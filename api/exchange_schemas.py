@@ -299,12 +299,19 @@ class ConversionCreate(Strict):
     target_amount: Amount | None = Field(
         None, description="Without a quote: what the payee receives.", examples=[None]
     )
+    expected_rate: RateText | None = Field(
+        None,
+        description="Without a quote: the protocol rate you priced with, as exact text. "
+        "Slippage is measured against it; without max_slippage_bps the rate in force may "
+        "not be worse.",
+        examples=["0.045"],
+    )
     max_slippage_bps: StrictInt | None = Field(
         None,
         ge=0,
         le=10000,
-        description="Without a quote: refuse if fees and rounding cost more than this "
-        "against the protocol's rate.",
+        description="Without a quote: refuse if the all-in price (fees and rounding "
+        "included) is more than this below expected_rate.",
         examples=[100],
     )
     client_id: ClientId | None = client_id_field()

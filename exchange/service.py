@@ -18,6 +18,8 @@ jointly. The arithmetic lives in ``exchange.rates``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 import secrets
 from collections.abc import Callable
@@ -577,6 +579,7 @@ class Exchange:
         category: str | None = None,
         metadata: dict[str, Any] | None = None,
         actor: authority.Actor = authority.OPERATOR,
+        expected_rate: Fraction | None = None,
     ) -> Outcome:
         """Pay ``payee`` in its own currency from ``payer``'s, converting inside one
         transaction: at a quote's price, or at the current price within ``max_slippage_bps``
@@ -584,14 +587,32 @@ class Exchange:
 
         ``actor`` must be allowed to spend from the payer (checked inside the write); the
         federation's liquidity, fee and rounding accounts move as the exchange's own
-        operation, which no key can do by itself."""
+        operation, which no key can do by itself.
+
+        Without a quote, ``expected_rate`` is the protocol rate the client priced with:
+        slippage is measured against it, and without ``max_slippage_bps`` the rate in force
+        may not be worse than it. A retry with the same client id must repeat every field
+        of the request."""
         payer = self.ledger.get_account(payer_account_id)
         payee = self.ledger.get_account(payee_account_id)
+        request = _conversion_request_hash(
+            payer.id,
+            payee.id,
+            quote_id,
+            source_amount,
+            target_amount,
+            max_slippage_bps,
+            expected_rate,
+            memo,
+            category,
+            metadata,
+        )
         if client_id is not None:
             replayed = self._replay(
                 client_id,
                 scope,
                 (payer.id, payee.id, quote_id, source_amount, target_amount, memo, category),
+                request,
             )
             if replayed is not None:
                 return replayed
@@ -604,8 +625,8 @@ class Exchange:
             priced = self._priced_quote(quote_row, payer, payee)
         else:
             priced = self._price(payer, payee.currency, source_amount, target_amount, now)
-            if max_slippage_bps is not None:
-                _check_slippage(priced, max_slippage_bps)
+            if max_slippage_bps is not None or expected_rate is not None:
+                _check_slippage(priced, max_slippage_bps, expected_rate)
         conversion = priced.conversion
         settings = self.settings()
         hook = _ConversionHook(self, payer, payee, priced, quote_id)
@@ -658,6 +679,7 @@ class Exchange:
                     "rate": rates.format_rate(priced.rate),
                     "protocol_version": priced.version.version,
                     "quote_id": quote_id,
+                    "request_hash": request,
                 },
             },
         )
@@ -670,6 +692,7 @@ class Exchange:
         client_id: str,
         scope: str,
         request: tuple[int, int, str | None, int | None, int | None, str | None, str | None],
+        request_hash: str,
     ) -> Outcome | None:
         """A retry answers with the conversion its client id first made, even when the rate
         has moved since: the ledger's own replay compares the priced postings, which a new
@@ -688,8 +711,13 @@ class Exchange:
         transaction_id, conversion = stored
         transaction = self.ledger.get_transaction(transaction_id)
         payer_id, payee_id, quote_id, source_amount, target_amount, memo, category = request
+        stored_hash = (transaction.metadata.get("conversion") or {}).get("request_hash")
         same = conversion is not None and (
-            (conversion["payer_account_id"], conversion["payee_account_id"]) == (payer_id, payee_id)
+            stored_hash == request_hash
+            if stored_hash is not None
+            # A conversion stored before requests were hashed: its recorded fields.
+            else (conversion["payer_account_id"], conversion["payee_account_id"])
+            == (payer_id, payee_id)
             and conversion["quote_id"] == quote_id
             and source_amount in (None, conversion["source_amount"])
             and target_amount in (None, conversion["target_amount"])
@@ -1276,22 +1304,51 @@ def _valuation(currency: str, row: RowMapping) -> Valuation:
     )
 
 
-def _check_slippage(priced: Priced, max_slippage_bps: int) -> None:
-    """All-in price (fees and rounding included) against the protocol's rate."""
-    if not 0 <= max_slippage_bps <= BPS:
+def _check_slippage(
+    priced: Priced, max_slippage_bps: int | None, expected_rate: Fraction | None
+) -> None:
+    """The all-in price (fees and rounding included) against the rate the client expected
+    (the protocol's rate in force when it names none), within ``max_slippage_bps``; with
+    an expected rate and no slippage stated, the rate in force may not be worse."""
+    if max_slippage_bps is not None and not 0 <= max_slippage_bps <= BPS:
         raise LedgerError(
             Code.INVALID_REQUEST, "max_slippage_bps is 0 to 10,000.", field="max_slippage_bps"
         )
+    reference = priced.rate if expected_rate is None else expected_rate
+    if max_slippage_bps is None:
+        if priced.rate < reference:
+            raise LedgerError(
+                Code.SLIPPAGE_EXCEEDED,
+                f"The rate in force is {rates.format_rate(priced.rate)}, worse than the "
+                f"{rates.format_rate(reference)} you expected; price again, or allow "
+                "max_slippage_bps.",
+                extra={"rate": rates.format_rate(priced.rate)},
+            )
+        return
     conversion = priced.conversion
-    fair = conversion.source_amount * priced.rate
+    fair = conversion.source_amount * reference
     shortfall_bps = (fair - conversion.target_amount) * BPS / fair
     if shortfall_bps > max_slippage_bps:
         raise LedgerError(
             Code.SLIPPAGE_EXCEEDED,
-            f"The payment would arrive {math.ceil(shortfall_bps)} basis points "
-            "below the protocol's rate.",
-            extra={"slippage_bps": math.ceil(shortfall_bps)},
+            f"The payment would arrive {math.ceil(shortfall_bps)} basis points below the "
+            f"rate of {rates.format_rate(reference)}, more than the {max_slippage_bps} "
+            "you allowed.",
+            extra={
+                "slippage_bps": math.ceil(shortfall_bps),
+                "rate": rates.format_rate(priced.rate),
+            },
         )
+
+
+def _conversion_request_hash(*fields: Any) -> str:
+    """Every field of a conversion request, canonically: a retry must repeat them all."""
+    text = json.dumps(
+        [str(f) if isinstance(f, Fraction) else f for f in fields],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _check_spec(spec: ProtocolSpec) -> None:

@@ -646,11 +646,10 @@ def test_each_side_sees_the_payment_in_its_own_currency(market: Market) -> None:
     )
     assert mine["memo"] == theirs["memo"] == "Eldercare visit"
     seen = m.ok("GET", f"/v1/transactions/{transaction_id}", headers=f.keys["other_viewer"])
-    assert seen["metadata"]["conversion"] == {
-        "rate": "1",
-        "protocol_version": 1,
-        "quote_id": None,
-    }
+    recorded = dict(seen["metadata"]["conversion"])
+    # The digest of every field of the request, which a retry must repeat.
+    assert len(recorded.pop("request_hash")) == 64
+    assert recorded == {"rate": "1", "protocol_version": 1, "quote_id": None}
 
 
 def test_a_retry_converts_once_even_after_the_rate_moved(market: Market) -> None:
@@ -974,3 +973,40 @@ def test_a_rejected_change_never_comes_into_force(market: Market) -> None:
         Call("POST", f"/v1/governance/proposals/{proposal['id']}/approve", headers=second),
         Code.PROPOSAL_NOT_FOUND,
     )
+
+
+def test_slippage_is_measured_against_the_rate_the_client_expected(market: Market) -> None:
+    """Without a quote, the client states the protocol rate it priced with: a rate that
+    moved against it since is refused, not paid."""
+    m, f = market, market.federation
+    base = {
+        "payer_account_id": f.ana,
+        "payee_account_id": f.hilltop_member,
+        "source_amount": 100,
+        "memo": "Eldercare visit",
+    }
+    better = m.client.post(
+        "/v1/conversions", json={**base, "expected_rate": "2"}, headers=m.treasurer
+    )
+    assert (better.status_code, better.json()["code"]) == (409, "slippage_exceeded")
+    assert "worse than the 2 you expected" in better.json()["detail"]
+    paid = m.client.post(
+        "/v1/conversions",
+        json={**base, "expected_rate": "1", "client_id": "expected-1"},
+        headers=m.treasurer,
+    )
+    assert paid.status_code == 201, paid.text
+    # A retry repeats every field: the same request replays, another slippage conflicts.
+    again = m.client.post(
+        "/v1/conversions",
+        json={**base, "expected_rate": "1", "client_id": "expected-1"},
+        headers=m.treasurer,
+    )
+    assert again.status_code == 201
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    changed = m.client.post(
+        "/v1/conversions",
+        json={**base, "expected_rate": "1", "client_id": "expected-1", "max_slippage_bps": 5},
+        headers=m.treasurer,
+    )
+    assert (changed.status_code, changed.json()["code"]) == (409, "idempotency_conflict")
