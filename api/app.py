@@ -1053,7 +1053,7 @@ def post_pending(
         idempotency_key,
         "post",
         body,
-        lambda: state.ledger.post_pending(transaction_id, amounts),
+        lambda: state.ledger.post_pending(transaction_id, amounts, actor=_actor(principal)),
     )
 
 
@@ -1074,7 +1074,7 @@ def void_pending(
         idempotency_key,
         "void",
         None,
-        lambda: state.ledger.void_pending(transaction_id),
+        lambda: state.ledger.void_pending(transaction_id, actor=_actor(principal)),
     )
 
 

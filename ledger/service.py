@@ -944,17 +944,26 @@ class Ledger:
     # -- two-phase ---------------------------------------------------------------------------
 
     def post_pending(
-        self, transaction_id: int, amounts: Sequence[int] | None = None
+        self,
+        transaction_id: int,
+        amounts: Sequence[int] | None = None,
+        *,
+        actor: Actor = OPERATOR,
     ) -> Transaction:
         """Post a pending transaction: in full, or ``amounts[i]`` (0 .. held) of posting i,
-        releasing the rest of each hold, as TigerBeetle's partial post does."""
-        return self._resolve_pending(transaction_id, TransactionStatus.POSTED, amounts)
+        releasing the rest of each hold, as TigerBeetle's partial post does. ``actor``
+        must be allowed to spend from every source the hold holds."""
+        return self._resolve_pending(transaction_id, TransactionStatus.POSTED, amounts, actor)
 
-    def void_pending(self, transaction_id: int) -> Transaction:
-        return self._resolve_pending(transaction_id, TransactionStatus.VOIDED, None)
+    def void_pending(self, transaction_id: int, *, actor: Actor = OPERATOR) -> Transaction:
+        return self._resolve_pending(transaction_id, TransactionStatus.VOIDED, None, actor)
 
     def _resolve_pending(
-        self, transaction_id: int, outcome: TransactionStatus, amounts: Sequence[int] | None
+        self,
+        transaction_id: int,
+        outcome: TransactionStatus,
+        amounts: Sequence[int] | None,
+        actor: Actor,
     ) -> Transaction:
         def work(connection: Connection) -> Transaction:
             row = repo.transaction_by_id(connection, transaction_id)
@@ -965,6 +974,11 @@ class Ledger:
                 r.id: _locked_from_row(r)
                 for r in repo.lock_accounts(connection, _posting_accounts(postings))
             }
+            # Who resolves a hold must be allowed to spend what it holds, as when placing it.
+            pairs = [(p["source_account_id"], p["destination_account_id"]) for p in postings]
+            refusal = _authority_refusal(actor, locked, pairs)
+            if refusal is not None:
+                raise refusal
             row = repo.transaction_by_id(connection, transaction_id, lock=True)
             assert row is not None
             _check_still_pending(row)
@@ -1507,21 +1521,11 @@ def _apply_draft(
         for account_id in (posting.source_account_id, posting.destination_account_id):
             if account_id not in locked:
                 return LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
-    for posting in draft.postings:
-        for account_id, is_source in (
-            (posting.source_account_id, True),
-            (posting.destination_account_id, False),
-        ):
-            account = locked[account_id]
-            refusal = authority.posting_refusal(
-                actor,
-                account_id=account_id,
-                account_type=account.type,
-                community_id=account.community_id,
-                source=is_source,
-            )
-            if refusal is not None:
-                return refusal
+    refusal = _authority_refusal(
+        actor, locked, [(p.source_account_id, p.destination_account_id) for p in draft.postings]
+    )
+    if refusal is not None:
+        return refusal
     for posting in draft.postings:
         for account_id in (posting.source_account_id, posting.destination_account_id):
             if locked[account_id].community_status == CommunityStatus.SUSPENDED:
@@ -1600,6 +1604,25 @@ def _apply_draft(
                 account_id=account_id,
                 extra={"max_balance": account.max_balance},
             )
+    return None
+
+
+def _authority_refusal(
+    actor: Actor, locked: dict[int, _LockedAccount], pairs: Iterable[tuple[int, int]]
+) -> LedgerError | None:
+    """The first posting (source, destination) the actor may not make, on locked rows."""
+    for source_id, destination_id in pairs:
+        for account_id, is_source in ((source_id, True), (destination_id, False)):
+            account = locked[account_id]
+            refusal = authority.posting_refusal(
+                actor,
+                account_id=account_id,
+                account_type=account.type,
+                community_id=account.community_id,
+                source=is_source,
+            )
+            if refusal is not None:
+                return refusal
     return None
 
 

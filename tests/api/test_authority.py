@@ -16,6 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from ledger.authority import Actor, ActorRole
+from ledger.errors import Code, LedgerError
 from ledger.model import AccountType
 from ledger.service import Ledger
 from tests.api.conftest import Federation
@@ -395,3 +397,40 @@ def test_a_suspended_community_makes_and_receives_no_payments(
     assert client.post("/v1/communities/hilltop/resume", headers=fed).json()["status"] == "active"
     paid = client.post("/v1/transactions", json=to_hilltop, headers=federation.keys["treasurer"])
     assert paid.status_code == 201, paid.text
+
+
+# -- holds -----------------------------------------------------------------------------------
+
+
+def test_resolving_a_hold_is_judged_inside_the_write(
+    engine: Engine, federation: Federation
+) -> None:
+    """The API refuses first (another community's hold is forbidden there); the ledger
+    refuses too, for whichever caller reaches it: posting or voiding a hold needs the
+    authority that placed it."""
+    ledger = Ledger(engine)
+    hilltop = Actor(ActorRole.TREASURER, _community_id(engine, "hilltop"))
+    member_bo = Actor(
+        ActorRole.MEMBER, _community_id(engine, "riverbend"), frozenset({federation.bo})
+    )
+    for actor in (hilltop, member_bo):
+        for resolve in (
+            lambda a=actor: ledger.post_pending(federation.pending, actor=a),
+            lambda a=actor: ledger.void_pending(federation.pending, actor=a),
+        ):
+            before = _counts(engine)
+            with pytest.raises(LedgerError) as refused:
+                resolve()
+            assert refused.value.code == Code.ACCOUNT_NOT_FOUND
+            assert _counts(engine) == before
+    riverbend = Actor(ActorRole.TREASURER, _community_id(engine, "riverbend"))
+    assert ledger.void_pending(federation.pending, actor=riverbend).status == "voided"
+
+
+def _community_id(engine: Engine, slug: str) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT id FROM communities WHERE slug = :slug"), {"slug": slug}
+            ).scalar_one()
+        )
