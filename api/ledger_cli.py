@@ -311,7 +311,7 @@ def cmd_statement(args: argparse.Namespace) -> int:
 
 
 def cmd_reciprocity(args: argparse.Namespace) -> int:
-    from exchange.reciprocity import DayWindow, Figures, Reciprocity, exact_text  # noqa: PLC0415
+    from exchange.reciprocity import DayWindow, Figures, Reciprocity  # noqa: PLC0415
 
     start, end = _day(args.since, "--from"), _day(args.until, "--to")
     if (start is None) != (end is None):
@@ -324,15 +324,6 @@ def cmd_reciprocity(args: argparse.Namespace) -> int:
     line = reciprocity.credit_line(args.community)
     unit = ledger.get_currency(report.reference_unit)
 
-    def figures(values: Figures) -> dict[str, Any]:
-        index = values.index
-        return {
-            "given": values.given,
-            "received": values.received,
-            "net": values.net,
-            "index": None if index is None else exact_text(index),
-        }
-
     if args.json:
         _json_out(
             {
@@ -341,9 +332,9 @@ def cmd_reciprocity(args: argparse.Namespace) -> int:
                 "window": None
                 if report.window is None
                 else {"from": report.window.since, "to": report.window.until},
-                **figures(report.figures),
+                **report.figures.as_json(),
                 "counterparties": [
-                    {"community": c.community, **figures(c.figures)} for c in report.counterparties
+                    {"community": c.community, **c.figures.as_json()} for c in report.counterparties
                 ],
                 "unvalued_transactions": report.unvalued_transactions,
                 "credit_line": {

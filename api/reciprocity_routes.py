@@ -42,7 +42,6 @@ from exchange.reciprocity import (
     ClearingProposal,
     CreditLine,
     DayWindow,
-    Figures,
     Obligation,
     PlannedPayment,
     Reciprocity,
@@ -126,16 +125,6 @@ def _window_view(window: DayWindow | None) -> WindowPublic | None:
     if window is None:
         return None
     return WindowPublic.model_validate({"from": window.since, "to": window.until})
-
-
-def _figures(figures: Figures) -> dict[str, Any]:
-    index = figures.index
-    return {
-        "given": figures.given,
-        "received": figures.received,
-        "net": figures.net,
-        "index": None if index is None else exact_text(index),
-    }
 
 
 def _thresholds_view(thresholds: Thresholds) -> ThresholdsPublic:
@@ -243,11 +232,11 @@ def community_reciprocity(
         reference_unit=report.reference_unit,
         window=_window_view(report.window),
         counterparties=[
-            CounterpartyPublic(community=c.community, **_figures(c.figures))
+            CounterpartyPublic(community=c.community, **c.figures.as_json())
             for c in report.counterparties
         ],
         unvalued_transactions=report.unvalued_transactions,
-        **_figures(report.figures),
+        **report.figures.as_json(),
     )
 
 
@@ -270,7 +259,7 @@ def reciprocity_matrix(
             for c in matrix.cells
         ],
         totals=[
-            CounterpartyPublic(community=t.community, **_figures(t.figures)) for t in matrix.totals
+            CounterpartyPublic(community=t.community, **t.figures.as_json()) for t in matrix.totals
         ],
         unvalued_transactions=matrix.unvalued_transactions,
     )

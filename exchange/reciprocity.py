@@ -256,6 +256,17 @@ class Figures:
     def net(self) -> int:
         return self.given - self.received
 
+    def as_json(self) -> dict[str, Any]:
+        """As the API and the CLI's ``--json`` show them: minor units, the index as exact
+        text (null when nothing moved)."""
+        index = self.index
+        return {
+            "given": self.given,
+            "received": self.received,
+            "net": self.net,
+            "index": None if index is None else exact_text(index),
+        }
+
     @property
     def index(self) -> Fraction | None:
         """(given - received) / (given + received): 1 only gives, -1 only takes."""
