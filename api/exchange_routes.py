@@ -520,6 +520,8 @@ def create_conversion(
     if refusal is not None:
         raise refusal
     exchange = _exchange(state)
+    if body.quote_id is None and body.expected_rate is None:
+        _require_expected_rate(exchange, body)
     try:
         outcome = exchange.convert(
             expected_rate=_rate(body.expected_rate),
@@ -557,6 +559,29 @@ def create_conversion(
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return JSONResponse(_json(view), status_code=201, headers=headers)
+
+
+def _require_expected_rate(exchange: Exchange, body: ConversionCreate) -> None:
+    """A conversion without a quote states the rate the client priced with, so that a
+    rate that moved meanwhile is refused rather than taken. The answer names the rate in
+    force; where there is none (an unknown account, a pair with no protocol) the
+    conversion itself says what is wrong."""
+    try:
+        source = exchange.ledger.get_account(body.payer_account_id).currency
+        target = exchange.ledger.get_account(body.payee_account_id).currency
+        rate = exchange.rate_in_force(source, target)
+    except LedgerError:
+        return
+    if rate is None:
+        return
+    raise LedgerError(
+        Code.INVALID_REQUEST,
+        "A conversion without a quote states expected_rate, the rate you priced with as "
+        "exact text (with max_slippage_bps, how far below it you accept), or converts at a "
+        f"quote's price with quote_id. The rate in force for {source}→{target} is "
+        f'"{rates.format_rate(rate)}" (a quote shows it too: POST /v1/quotes).',
+        field="expected_rate",
+    )
 
 
 def _pair(transaction: Any) -> tuple[str, str]:

@@ -301,9 +301,9 @@ class ConversionCreate(Strict):
     )
     expected_rate: RateText | None = Field(
         None,
-        description="Without a quote: the protocol rate you priced with, as exact text. "
-        "Slippage is measured against it; without max_slippage_bps the rate in force may "
-        "not be worse.",
+        description="Without a quote, required: the rate you priced with (target minor "
+        "units per source minor unit, as a quote shows it), as exact text. Slippage is "
+        "measured against it; without max_slippage_bps the rate in force may not be worse.",
         examples=["0.045"],
     )
     max_slippage_bps: StrictInt | None = Field(

@@ -479,6 +479,17 @@ class Exchange:
 
         return self._read(work)
 
+    def rate_in_force(self, from_currency: str, to_currency: str) -> Fraction | None:
+        """The minor rate a conversion of the pair would be priced at now (target minor
+        units per source minor unit, before fees), or None when it would not convert."""
+        version = self.protocol_in_force(from_currency, to_currency)
+        if version is None or not version.spec.allowed:
+            return None
+        try:
+            return self._rate(version, self.clock())[0]
+        except LedgerError:
+            return None
+
     def protocol_versions(self, from_currency: str, to_currency: str) -> list[ProtocolVersion]:
         source = self.ledger.get_currency(from_currency)
         target = self.ledger.get_currency(to_currency)

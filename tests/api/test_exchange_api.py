@@ -22,6 +22,8 @@ from sqlalchemy import Engine, Table, inspect, select
 
 from api import keys as key_store
 from api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from exchange import rates
+from exchange.service import Exchange
 from ledger.errors import CATALOGUE, Code
 from ledger.model import AccountType, CurrencyKind
 from ledger.service import Ledger
@@ -72,7 +74,17 @@ class Market:
         return self.ok("POST", "/v1/quotes", body, self.federation.keys[key])
 
     def convert(self, **body: Any) -> Any:
-        return self.ok("POST", "/v1/conversions", body, self.treasurer)
+        return self.ok("POST", "/v1/conversions", self.expecting(body), self.treasurer)
+
+    def expecting(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A conversion without a quote names the rate it expects: the rate in force now,
+        as a client that priced it a moment ago would (none where the pair has none)."""
+        if "quote_id" in body or "expected_rate" in body:
+            return body
+        payer = self.ledger.get_account(body["payer_account_id"])
+        payee = self.ledger.get_account(body["payee_account_id"])
+        rate = Exchange(self.ledger).rate_in_force(payer.currency, payee.currency)
+        return body if rate is None else {**body, "expected_rate": rates.format_rate(rate)}
 
     def instant(self, seconds: float = 0) -> str:
         return (self.clock() + dt.timedelta(seconds=seconds)).isoformat()
@@ -142,12 +154,8 @@ class Call:
 
 
 def _conversion(m: Market, payer: int, payee: int, amount: int = 100, **more: Any) -> Call:
-    return Call(
-        "POST",
-        "/v1/conversions",
-        {"payer_account_id": payer, "payee_account_id": payee, "source_amount": amount, **more},
-        m.treasurer,
-    )
+    body = {"payer_account_id": payer, "payee_account_id": payee, "source_amount": amount, **more}
+    return Call("POST", "/v1/conversions", m.expecting(body), m.treasurer)
 
 
 def _hearts_to_hilltop(m: Market, amount: int = 100, **more: Any) -> Call:
@@ -655,7 +663,9 @@ def test_each_side_sees_the_payment_in_its_own_currency(market: Market) -> None:
 def test_a_retry_converts_once_even_after_the_rate_moved(market: Market) -> None:
     m, f = market, market.federation
     headers = {**m.treasurer, "Idempotency-Key": "leaves-0001"}
-    body = {"payer_account_id": f.ana_leaves, "payee_account_id": f.ana, "source_amount": 100}
+    body = m.expecting(
+        {"payer_account_id": f.ana_leaves, "payee_account_id": f.ana, "source_amount": 100}
+    )
     first = m.client.post("/v1/conversions", json=body, headers=headers)
     assert first.status_code == 201, first.text
     m.ok("POST", "/v1/valuations", {"currency": "LEAF", "rate": "0.9", "reason": "review"})
@@ -985,6 +995,12 @@ def test_slippage_is_measured_against_the_rate_the_client_expected(market: Marke
         "source_amount": 100,
         "memo": "Eldercare visit",
     }
+    before = snapshot(m)
+    silent = m.client.post("/v1/conversions", json=base, headers=m.treasurer)
+    body = check_problem(silent, Code.INVALID_REQUEST, "/v1/conversions")
+    assert body["field"] == "expected_rate"
+    assert 'The rate in force for HRB→HHT is "1"' in body["detail"]
+    assert snapshot(m) == before
     better = m.client.post(
         "/v1/conversions", json={**base, "expected_rate": "2"}, headers=m.treasurer
     )

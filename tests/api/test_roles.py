@@ -474,6 +474,7 @@ MATRIX: dict[tuple[str, str], Row] = {
                 "payer_account_id": w.account(),
                 "payee_account_id": w.federation.hilltop_member,
                 "source_amount": 100,
+                "expected_rate": "1/1000000",  # any rate in force is better
             },
         ),
         treasurer_writes(CREATED, ACCOUNT_HIDDEN),

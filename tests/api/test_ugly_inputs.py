@@ -151,7 +151,13 @@ def quote(**changes: Any) -> dict[str, Any]:
 
 
 def convert(**changes: Any) -> dict[str, Any]:
-    fields = {"payer_account_id": ANA, "payee_account_id": HILLTOP, "source_amount": 100}
+    # A rate any rate in force beats: these requests are refused for something else.
+    fields = {
+        "payer_account_id": ANA,
+        "payee_account_id": HILLTOP,
+        "source_amount": 100,
+        "expected_rate": "1/1000000",
+    }
     fields.update(changes)
     return {name: value for name, value in fields.items() if value is not DROP}
 
@@ -581,9 +587,10 @@ EXCHANGE = [
     resolve("quote without protocol", "/v1/quotes", quote(to_currency="LEAF"),
             (409, "conversion_not_allowed")),
     resolve("convert with an unknown quote", "/v1/conversions",
-            convert(source_amount=DROP, quote_id="q_nope"), (404, "quote_not_found")),
+            convert(source_amount=DROP, expected_rate=DROP, quote_id="q_nope"),
+            (404, "quote_not_found")),
     resolve("convert with a quote id of 41", "/v1/conversions",
-            convert(source_amount=DROP, quote_id="q" * 41), INVALID),
+            convert(source_amount=DROP, expected_rate=DROP, quote_id="q" * 41), INVALID),
     resolve("convert to an unknown payee", "/v1/conversions", convert(payee_account_id=MISSING),
             NO_ACCOUNT),
     resolve("convert from another community", "/v1/conversions",
