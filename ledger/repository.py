@@ -303,6 +303,17 @@ def circulation(connection: Connection, currency_id: int) -> int:
     return -int(total)
 
 
+def committed_circulation(connection: Connection, currency_id: int) -> int:
+    """What a currency's issuance accounts have put out or hold to put out: circulation
+    plus the holds placed on them (a hold posts later without asking the cap again)."""
+    total = connection.execute(
+        select(
+            func.coalesce(func.sum(accounts.c.debits_pending - accounts.c.balance_posted), 0)
+        ).where(accounts.c.currency_id == currency_id, accounts.c.type == "issuance")
+    ).scalar_one()
+    return int(total)
+
+
 def powered_accounts(connection: Connection) -> list[tuple[int, str, int | None, str | None]]:
     """Ordinary accounts that issue or may go below zero: id, currency, its issuer's
     community id and who authorized the power (``verify``)."""

@@ -301,12 +301,13 @@ class Ledger:
             )
             _check_currency_policy(HeldIn(policy), row["issuer_community_id"], cap)
             if cap is not None:
-                circulating = repo.circulation(connection, row["id"])
+                circulating = repo.committed_circulation(connection, row["id"])
                 if circulating > cap:
                     raise LedgerError(
                         Code.LIMIT_BELOW_BALANCE,
-                        f"{circulating} minor units of {code} circulate already, more than a "
-                        f"cap of {cap}; set a cap of at least {circulating}.",
+                        f"{circulating} minor units of {code} circulate already or are held "
+                        f"to be issued, more than a cap of {cap}; set a cap of at least "
+                        f"{circulating}, or void the holds first.",
                         field="circulation_cap",
                     )
             repo.update_currency(
@@ -1422,10 +1423,12 @@ def _check_currency_policy(held_in: HeldIn, issuer_id: int | None, cap: int | No
 
 
 class _Circulation:
-    """A batch's running circulation of each capped currency it issues from.
+    """A batch's running committed circulation of each capped currency it issues from:
+    what circulates plus what holds on issuance accounts would put out when posted (a
+    hold is checked against the cap when it is placed; posting it never adds more).
 
     Read once per currency per batch, under the currency's lock, then moved by what each
-    accepted draft took out of (or paid into) the issuance accounts it locked."""
+    accepted draft took out of (or paid into, or held on) the issuance accounts it locked."""
 
     def __init__(self, before: dict[int, _LockedAccount]) -> None:
         self.before = before
@@ -1442,12 +1445,12 @@ class _Circulation:
             if currency_id not in self.base:
                 repo.lock_currency(connection, currency_id)
                 issuers = [a for a in self.before.values() if a.currency_id == currency_id]
-                stored = repo.circulation(connection, currency_id)
-                self.base[currency_id] = stored + sum(
-                    a.posted for a in issuers if a.type == AccountType.ISSUANCE
+                stored = repo.committed_circulation(connection, currency_id)
+                self.base[currency_id] = stored - sum(
+                    _committed(a) for a in issuers if a.type == AccountType.ISSUANCE
                 )
-            now = self.base[currency_id] - sum(
-                a.posted
+            now = self.base[currency_id] + sum(
+                _committed(a)
                 for a in locked.values()
                 if a.currency_id == currency_id and a.type == AccountType.ISSUANCE
             )
@@ -1461,6 +1464,11 @@ class _Circulation:
                     extra={"circulation_cap": account.circulation_cap, "in_circulation": now},
                 )
         return None
+
+
+def _committed(issuance: _LockedAccount) -> int:
+    """What an issuance account has put out, or holds to put out."""
+    return issuance.debits_pending - issuance.posted
 
 
 def _check_limits(min_balance: int | None, max_balance: int | None) -> None:

@@ -434,3 +434,34 @@ def _community_id(engine: Engine, slug: str) -> int:
                 text("SELECT id FROM communities WHERE slug = :slug"), {"slug": slug}
             ).scalar_one()
         )
+
+
+def test_a_hold_on_an_issuance_account_counts_against_the_cap(
+    client: TestClient, engine: Engine, federation: Federation
+) -> None:
+    """A hold posts later without asking the cap again, so the cap counts it when it is
+    placed: two holds cannot together issue more than the cap leaves."""
+    treasurer = federation.keys["treasurer"]
+    circulating = client.get("/v1/currencies/HRB/supply", headers=treasurer).json()[
+        "in_circulation"
+    ]
+    capped = client.patch(
+        "/v1/currencies/HRB", json={"circulation_cap": circulating + 100}, headers=treasurer
+    )
+    assert capped.status_code == 200, capped.text
+    hold = {**_pay(federation.riverbend_issuance, federation.bo, 100, "HRB"), "pending": True}
+    placed = client.post("/v1/transactions", json=hold, headers=treasurer)
+    assert placed.status_code == 201, placed.text
+    hold["postings"][0]["amount"] = 1
+    _refused(
+        client, engine, treasurer, "POST", "/v1/transactions", hold, 409,
+        "circulation_cap_exceeded",
+    )  # fmt: skip
+    _refused(
+        client, engine, treasurer, "PATCH", "/v1/currencies/HRB",
+        {"circulation_cap": circulating + 99}, 409, "limit_below_balance",
+    )  # fmt: skip
+    posted = client.post(f"/v1/transactions/{placed.json()['id']}/post", headers=treasurer)
+    assert posted.status_code == 200, posted.text
+    after = client.get("/v1/currencies/HRB/supply", headers=treasurer).json()
+    assert after["in_circulation"] == circulating + 100
