@@ -68,6 +68,7 @@ from api.schemas import (
 )
 from api.tables import IdempotencyRow
 from exchange.reciprocity import ReciprocityObserver
+from exchange.service import Exchange
 from ledger import model
 from ledger.authority import Actor, ActorRole
 from ledger.database import run_in_transaction
@@ -1163,7 +1164,8 @@ def revoke_key(
 ) -> KeyPublic:
     """Revoke a key at once; it stays listed, with its revocation time."""
     _require(principal, Role.FEDERATION)
-    return _key_view(key_store.revoke_key(state.engine, key_id, state.clock()))
+    withdraw = Exchange(state.ledger).governance.withdraw_key
+    return _key_view(key_store.revoke_key(state.engine, key_id, state.clock(), withdraw=withdraw))
 
 
 @v1.post("/keys/{key_id}/rotate", response_model=KeyCreated, tags=["keys"])

@@ -23,9 +23,10 @@ import migrations
 from api import exchange_cli, ledger_cli
 from api import keys as key_store
 from api.cli_database import CliError, display, help_of, ready_engine
+from exchange.service import Exchange
 from ledger.database import default_url
 from ledger.errors import LedgerError
-from ledger.service import utc_now
+from ledger.service import Ledger, utc_now
 from ledger.verify import verify
 
 
@@ -143,7 +144,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    record = key_store.revoke_key(_ready_engine(), args.key_id, utc_now())
+    engine = _ready_engine()
+    withdraw = Exchange(Ledger(engine)).governance.withdraw_key
+    record = key_store.revoke_key(engine, args.key_id, utc_now(), withdraw=withdraw)
     print(f"key {record.id} revoked at {_when(record.revoked_at)}", file=sys.stderr)
     return 0
 

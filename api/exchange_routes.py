@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
+from api import keys as key_store
 from api.app import (
     PROBLEM_RESPONSES,
     IdempotencyKey,
@@ -75,7 +76,9 @@ def _exchange(state: Any) -> Exchange:
 
 def _by(principal: Principal) -> Signatory:
     """The key as governance records it: ``key:<id>``, its role and its community."""
-    return Signatory(f"key:{principal.key_id}", str(principal.role), principal.community)
+    return Signatory(
+        key_store.signatory(principal.key_id), str(principal.role), principal.community
+    )
 
 
 def _proposal_view(proposal: Proposal) -> ProposalPublic:
@@ -94,7 +97,14 @@ def _proposal_view(proposal: Proposal) -> ProposalPublic:
         approvals_required=proposal.approvals_required,
         approvals_counted=proposal.approvals_counted,
         approvals=[
-            ApprovalPublic(key=a.key, role=a.role, community=a.community, seat=a.seat, at=a.at)
+            ApprovalPublic(
+                key=a.key,
+                role=a.role,
+                community=a.community,
+                seat=a.seat,
+                at=a.at,
+                withdrawn_at=a.withdrawn_at,
+            )
             for a in proposal.approvals
         ],
         expires_at=proposal.expires_at,

@@ -359,6 +359,12 @@ class ApprovalPublic(BaseModel):
         examples=["key:2"],
     )
     at: dt.datetime = Field(description="When.", examples=["2026-11-25T09:05:00Z"])
+    withdrawn_at: dt.datetime | None = Field(
+        None,
+        description="When its key was revoked while the proposal was pending: from then on "
+        "it no longer counts. Null: it counts.",
+        examples=[None],
+    )
 
 
 class ProposalPublic(BaseModel):

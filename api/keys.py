@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
@@ -184,12 +185,27 @@ def list_keys(engine: Engine) -> list[KeyRecord]:
         ]
 
 
-def revoke_key(engine: Engine, key_id: int, now: dt.datetime) -> KeyRecord:
-    """Revoke a key (revoking twice keeps the first revocation time)."""
+def signatory(key_id: int) -> str:
+    """How governance names a key that proposes or approves a change."""
+    return f"key:{key_id}"
+
+
+def revoke_key(
+    engine: Engine,
+    key_id: int,
+    now: dt.datetime,
+    *,
+    withdraw: Callable[[Connection, str, dt.datetime], None] | None = None,
+) -> KeyRecord:
+    """Revoke a key (revoking twice keeps the first revocation time). ``withdraw`` runs in
+    the same unit of work when this revocation is the first: governance withdraws what the
+    key approved or proposed that is still pending."""
 
     def work(connection: Connection) -> KeyRecord:
         statement = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        connection.execute(statement.values(revoked_at=now))
+        revoked = connection.execute(statement.values(revoked_at=now)).rowcount
+        if revoked and withdraw is not None:
+            withdraw(connection, signatory(key_id), now)
         row = connection.execute(_KEY_WITH_COMMUNITY.where(api_keys.c.id == key_id)).first()
         if row is None:
             raise LedgerError(Code.KEY_NOT_FOUND, field="key_id")

@@ -327,6 +327,45 @@ class Governance:
             for proposal_id in connection.execute(statement.limit(limit)).scalars()
         ]
 
+    # -- keys that go -------------------------------------------------------------------------
+
+    def withdraw_key(self, connection: Connection, key: str, now: dt.datetime) -> None:
+        """A key was revoked: its approvals of pending proposals stop counting (they stay
+        in history, marked withdrawn), and the pending proposals it made are withdrawn, as
+        no one answers for them any more. What it approved that applied stays applied.
+        Locks the settings row first, as every governed write does, so an approval being
+        counted and a revocation come one after the other."""
+        _rule_in_force(connection)
+        pending = select(proposals_table.c.id).where(
+            proposals_table.c.state == str(State.PENDING), proposals_table.c.expires_at > now
+        )
+        connection.execute(
+            update(approvals_table)
+            .where(
+                approvals_table.c.approved_by == key,
+                approvals_table.c.withdrawn_at.is_(None),
+                approvals_table.c.proposal_id.in_(pending.scalar_subquery()),
+            )
+            .values(withdrawn_at=now)
+        )
+        own = list(
+            connection.execute(pending.where(proposals_table.c.proposed_by == key)).scalars()
+        )
+        for proposal_id in own:
+            self._close(
+                connection,
+                proposal_id,
+                State.REJECTED,
+                now,
+                by=key,
+                reason="withdrawn: the proposer's key was revoked",
+            )
+            closed = self._proposal(connection, proposal_id, now, NO_RULE)
+            self.policies[Kind(closed.kind)].noted(connection, closed)
+        for proposal_id in connection.execute(pending).scalars():
+            proposal = self._proposal(connection, proposal_id, now, NO_RULE)
+            self.policies[Kind(proposal.kind)].noted(connection, proposal)
+
     # -- inside -------------------------------------------------------------------------------
 
     def _proposal(
@@ -438,7 +477,8 @@ def counted(row: RowMapping, approvals: Sequence[Approval], rule: Rule) -> int:
     seats = {
         seat_of(a.role, a.community, a.key, rule)
         for a in approvals
-        if a.role in _approver_roles(rule)
+        if a.withdrawn_at is None
+        and a.role in _approver_roles(rule)
         and a.key != row["proposed_by"]
         and (interested is None or a.community != interested)
     }
@@ -488,7 +528,9 @@ def check_may_approve(
         proposer_seat = seat_of(
             row["proposer_role"], row["proposer_community"], row["proposed_by"], rule
         )
-        taken = {seat_of(a.role, a.community, a.key, rule) for a in approvals}
+        taken = {
+            seat_of(a.role, a.community, a.key, rule) for a in approvals if a.withdrawn_at is None
+        }
         if seat == proposer_seat or seat in taken:
             whose = "the federation" if seat == FEDERATION_SEAT else seat.split(":", 1)[1]
             raise LedgerError(
@@ -560,6 +602,6 @@ def _approvals(connection: Connection, proposal_id: int) -> tuple[Approval, ...]
         .order_by(approvals_table.c.id)
     )
     return tuple(
-        Approval(r["approved_by"], r["role"], r["community"], r["seat"], r["at"])
+        Approval(r["approved_by"], r["role"], r["community"], r["seat"], r["at"], r["withdrawn_at"])
         for r in connection.execute(statement).mappings()
     )

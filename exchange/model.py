@@ -158,6 +158,7 @@ class Approval:
     community: str | None
     seat: str  # what it counts as: the key, or the community it represents
     at: dt.datetime
+    withdrawn_at: dt.datetime | None = None  # its key was revoked before the change applied
 
 
 @dataclass(frozen=True, slots=True)

@@ -1186,7 +1186,9 @@ class _ProtocolPolicy:
         """Keep the version's copy of its approvals, and its state once the proposal ended
         without applying (rejected, expired)."""
         version_id = int(proposal.change["protocol_version_id"])
-        values: dict[str, Any] = {"approvals": [a.key for a in proposal.approvals]}
+        values: dict[str, Any] = {
+            "approvals": [a.key for a in proposal.approvals if a.withdrawn_at is None]
+        }
         row = repo.protocol_version_by_id(connection, version_id)
         if (
             row is not None

@@ -214,6 +214,8 @@ class GovernanceApprovalRow(Base):
     community: Mapped[str | None] = mapped_column(String(64))
     seat: Mapped[str] = mapped_column(String(100))
     at: Mapped[dt.datetime] = mapped_column(Instant)
+    # When its key was revoked while the proposal was pending: it no longer counts.
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(Instant)
 
 
 # -- reciprocity (exchange/reciprocity.py) ------------------------------------------------------

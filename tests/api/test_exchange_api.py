@@ -1026,3 +1026,47 @@ def test_slippage_is_measured_against_the_rate_the_client_expected(market: Marke
         headers=m.treasurer,
     )
     assert (changed.status_code, changed.json()["code"]) == (409, "idempotency_conflict")
+
+
+def test_a_revoked_keys_approval_stops_counting_and_its_proposals_are_withdrawn(
+    market: Market,
+) -> None:
+    """An approval is a key's word: when the key is revoked before the change applies,
+    the approval stays in history, marked withdrawn, and no longer counts; a pending
+    proposal the revoked key made is withdrawn. What applied stays applied."""
+    m = market
+    proposal = _pending_valuation(m, approvals_required=2)
+    records = [
+        key_store.create_key(
+            m.engine, role=key_store.Role.FEDERATION, community=None, label=label, now=m.clock()
+        )
+        for label in ("second", "third", "fourth")
+    ]
+    (second, _), (third, third_secret), (fourth, fourth_secret) = records
+    approve = f"/v1/governance/proposals/{proposal['id']}/approve"
+    counted = m.ok("POST", approve, headers=bearer(records[0][1]))
+    assert counted["approvals_counted"] == 1
+    m.ok("DELETE", f"/v1/keys/{second.id}")
+    after = m.ok("GET", f"/v1/governance/proposals/{proposal['id']}")
+    assert (after["state"], after["approvals_counted"]) == ("pending", 0)
+    assert after["approvals"][0]["key"] == f"key:{second.id}"
+    assert after["approvals"][0]["withdrawn_at"] is not None
+    m.ok("POST", approve, headers=bearer(third_secret))
+    assert m.ok("GET", "/v1/valuations/LEAF")["rate"] == "0.8"  # one approval counts, of two
+    applied = m.ok("POST", approve, headers=bearer(fourth_secret))
+    assert (applied["state"], applied["approvals_counted"]) == ("applied", 2)
+    assert m.ok("GET", "/v1/valuations/LEAF")["rate"] == "0.9"
+    # Revoking a key after the change applied changes nothing of it.
+    m.ok("DELETE", f"/v1/keys/{third.id}")
+    assert m.ok("GET", f"/v1/governance/proposals/{proposal['id']}")["state"] == "applied"
+    # A pending proposal whose proposer's key is revoked is withdrawn.
+    response = m.client.post(
+        "/v1/valuations",
+        json={"currency": "HHT", "rate": "1.1", "reason": "review"},
+        headers=bearer(fourth_secret),
+    )
+    assert response.status_code == 202, response.text
+    m.ok("DELETE", f"/v1/keys/{fourth.id}")
+    withdrawn = m.ok("GET", f"/v1/governance/proposals/{response.json()['id']}")
+    assert withdrawn["state"] == "rejected"
+    assert withdrawn["close_reason"] == "withdrawn: the proposer's key was revoked"
