@@ -104,16 +104,12 @@ IdempotencyKey = Annotated[
         description="Same as `client_id` in the body, for clients that prefer a header.",
     ),
 ]
-RFC3339 = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
-)
 InstantQuery = Annotated[
     str | None,
     Query(
         max_length=40,
-        pattern=RFC3339,
-        description="An RFC 3339 instant with its offset.",
+        description="An RFC 3339 instant with its offset, or a date (2026-11-25) meaning its "
+        "start, 00:00 UTC.",
         examples=["2026-11-25T09:00:00Z"],
     ),
 ]
@@ -535,14 +531,13 @@ def _draft(body: TransactionCreate, client_id: str | None) -> model.TransactionD
 
 
 def _instant(text_value: str | None, name: str) -> dt.datetime | None:
+    """A query parameter's instant, read as a body's is (``api.schemas.parse_instant``)."""
     if text_value is None:
         return None
     try:
         return parse_instant(text_value)
     except ValueError as error:
-        raise LedgerError(
-            Code.INVALID_REQUEST, f"{name} is not a valid instant: {error}.", field=name
-        ) from error
+        raise LedgerError(Code.INVALID_REQUEST, f"{name}: {error}.", field=name) from error
 
 
 def _etag(account: model.Account) -> str:
