@@ -72,7 +72,7 @@ from exchange.service import Exchange
 from ledger import model
 from ledger.authority import Actor, ActorRole
 from ledger.database import run_in_transaction
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, account_not_found, transaction_not_found
 from ledger.group_commit import GroupCommit
 from ledger.service import Ledger, utc_now
 
@@ -105,16 +105,12 @@ IdempotencyKey = Annotated[
         description="Same as `client_id` in the body, for clients that prefer a header.",
     ),
 ]
-RFC3339 = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
-)
 InstantQuery = Annotated[
     str | None,
     Query(
         max_length=40,
-        pattern=RFC3339,
-        description="An RFC 3339 instant with its offset.",
+        description="An RFC 3339 instant with its offset, or a date (2026-11-25) meaning its "
+        "start, 00:00 UTC.",
         examples=["2026-11-25T09:00:00Z"],
     ),
 ]
@@ -176,7 +172,11 @@ async def _principal(
     cost a server 30% of its single postings over HTTP); the once-a-minute write goes to a
     worker thread."""
     if credentials is None:
-        raise LedgerError(Code.UNAUTHENTICATED)
+        raise LedgerError(
+            Code.UNAUTHENTICATED,
+            "The request has no API key; send 'Authorization: Bearer <key>' with a key "
+            "from POST /v1/keys (or heartleaf keys create).",
+        )
     now = state.clock()
     found = await _short_read(
         state.engine, key_store.authenticate, state.engine, credentials.credentials, now
@@ -273,10 +273,10 @@ def _actor(principal: Principal) -> Actor:
 
 def _visible_account(state: State, principal: Principal, account_id: int) -> model.Account:
     if principal.role == Role.MEMBER and account_id not in principal.member_account_ids:
-        raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+        raise account_not_found(account_id)
     account = state.ledger.get_account(account_id)
     if not principal.reads_everything and account.community != principal.community:
-        raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+        raise account_not_found(account_id)
     return account
 
 
@@ -290,7 +290,7 @@ def _sources_allowed(
     owners = state.ledger.communities_of_accounts(ids)
     for account_id in ids:
         if owners.get(account_id, principal.community) != principal.community:
-            return LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+            return account_not_found(account_id)
     return None
 
 
@@ -305,13 +305,13 @@ def _visible_transaction(
             a for p in transaction.postings for a in (p.source_account_id, p.destination_account_id)
         }
         if not touched & principal.member_account_ids:
-            raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+            raise transaction_not_found(transaction_id)
         return transaction
     owners = state.ledger.communities_of_accounts(
         a for p in transaction.postings for a in (p.source_account_id, p.destination_account_id)
     )
     if principal.community not in owners.values():
-        raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+        raise transaction_not_found(transaction_id)
     return transaction
 
 
@@ -390,7 +390,12 @@ def _idempotent(
         if found is None:
             continue  # released between our insert and our read: claim it again
         if found.request_hash != request_hash:
-            raise LedgerError(Code.IDEMPOTENCY_CONFLICT, field="client_id")
+            raise LedgerError(
+                Code.IDEMPOTENCY_CONFLICT,
+                "This client_id was already used for a request with other content; send the "
+                "same content to replay it, or a new client_id for a new request.",
+                field="client_id",
+            )
         if found.status_code != CLAIMED:
             return JSONResponse(
                 found.body, status_code=found.status_code, headers={"Idempotent-Replayed": "true"}
@@ -403,7 +408,12 @@ def _idempotent(
             )
             continue
         if time.monotonic() > deadline:
-            raise LedgerError(Code.IDEMPOTENCY_IN_PROGRESS, field="client_id")
+            raise LedgerError(
+                Code.IDEMPOTENCY_IN_PROGRESS,
+                "A request with this client_id is still being carried out; send the same "
+                "request again in a few seconds to get its answer.",
+                field="client_id",
+            )
         time.sleep(CLAIM_POLL_SECONDS)
     try:
         status, body = create()
@@ -536,14 +546,13 @@ def _draft(body: TransactionCreate, client_id: str | None) -> model.TransactionD
 
 
 def _instant(text_value: str | None, name: str) -> dt.datetime | None:
+    """A query parameter's instant, read as a body's is (``api.schemas.parse_instant``)."""
     if text_value is None:
         return None
     try:
         return parse_instant(text_value)
     except ValueError as error:
-        raise LedgerError(
-            Code.INVALID_REQUEST, f"{name} is not a valid instant: {error}.", field=name
-        ) from error
+        raise LedgerError(Code.INVALID_REQUEST, f"{name}: {error}.", field=name) from error
 
 
 def _etag(account: model.Account) -> str:

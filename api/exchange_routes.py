@@ -60,7 +60,7 @@ from exchange.model import (
     Window,
 )
 from exchange.service import Exchange
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, proposal_not_found
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES, tags=["exchange"])
 CodePath = Annotated[str, Path(max_length=32, description="Currency code.")]
@@ -146,7 +146,11 @@ def _rate(text: str | None) -> Any:
     try:
         return rates.parse_rate(text)
     except ValueError as error:
-        raise LedgerError(Code.RATE_INVALID, field="rate") from error
+        raise LedgerError(
+            Code.RATE_INVALID,
+            f"rate {text!r} is not a positive exact number; give one such as 0.045 or 9/200.",
+            field="rate",
+        ) from error
 
 
 def _valuation_view(valuation: Valuation) -> ValuationPublic:
@@ -280,7 +284,11 @@ def protocol_in_force(
     exchange = _exchange(state)
     version = exchange.protocol_in_force(from_currency, to_currency, _instant(at, "at"))
     if version is None:
-        raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+        raise LedgerError(
+            Code.PROTOCOL_NOT_FOUND,
+            f"No protocol for {from_currency} to {to_currency} is in force at that time; GET "
+            "/v1/protocols lists the pairs that have one.",
+        )
     response.headers["ETag"] = (
         f'"{exchange.protocol_versions(from_currency, to_currency)[-1].version}"'
     )
@@ -437,7 +445,7 @@ def _visible_proposal(state: Any, principal: Principal, proposal_id: int) -> Pro
     exchange = _exchange(state)
     proposal = exchange.proposal(proposal_id)
     if not sees_proposal(principal, proposal, _settings_or_none(exchange)):
-        raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="proposal_id")
+        raise proposal_not_found(proposal_id)
     return proposal
 
 

@@ -31,7 +31,10 @@ RateText = Annotated[
 ]
 Instant = Annotated[
     InstantText,
-    Field(description="RFC 3339 with offset.", examples=["2026-12-01T00:00:00Z"]),
+    Field(
+        description="RFC 3339 with offset, or a date meaning its start (00:00 UTC).",
+        examples=["2026-12-01T00:00:00Z"],
+    ),
 ]
 
 

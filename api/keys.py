@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Row, Table, insert, select, text, upd
 from api.tables import ApiKeyRow
 from ledger import repository as ledger_repository
 from ledger.database import run_in_transaction
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, community_not_found
 from ledger.tables import CommunityRow, from_micros, to_micros
 
 api_keys = cast(Table, ApiKeyRow.__table__)
@@ -124,7 +124,7 @@ def create_key(
         if community is not None:
             row = ledger_repository.community_by_slug(connection, community)
             if row is None:
-                raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+                raise community_not_found(community)
             community_id = row["id"]
         if member is not None and (
             community_id is None or not _member_accounts(connection, community_id, member)
@@ -208,7 +208,11 @@ def revoke_key(
             withdraw(connection, signatory(key_id), now)
         row = connection.execute(_KEY_WITH_COMMUNITY.where(api_keys.c.id == key_id)).first()
         if row is None:
-            raise LedgerError(Code.KEY_NOT_FOUND, field="key_id")
+            raise LedgerError(
+                Code.KEY_NOT_FOUND,
+                f"There is no API key {key_id}; GET /v1/keys lists them.",
+                field="key_id",
+            )
         return _record(row)
 
     return run_in_transaction(engine, work, write=True)
@@ -316,7 +320,11 @@ def rotate_key(
     def work(connection: Connection) -> KeyRecord:
         row = connection.execute(_KEY_WITH_COMMUNITY.where(api_keys.c.id == key_id)).first()
         if row is None:
-            raise LedgerError(Code.KEY_NOT_FOUND, field="key_id")
+            raise LedgerError(
+                Code.KEY_NOT_FOUND,
+                f"There is no API key {key_id}; GET /v1/keys lists them.",
+                field="key_id",
+            )
         if row.revoked_at is not None:
             raise LedgerError(
                 Code.KEY_NOT_FOUND, "The key is revoked; create a new one.", field="key_id"

@@ -9,13 +9,18 @@ ledger code of the rule they break where one exists (an amount of 0 is
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.errors import CATALOGUE, Code, LedgerError
@@ -41,6 +46,13 @@ _LENGTH_CODES = {
     ("transactions", "too_long"): Code.BATCH_TOO_LARGE,
 }
 _RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+# Fields of minor units: a decimal sent there is answered with what it is in minor units.
+_MINOR_UNIT_FIELDS = {
+    "amount", "amounts", "source_amount", "target_amount", "min_balance", "max_balance",
+    "circulation_cap", "account_daily", "account_monthly", "community_daily",
+    "community_monthly", "credit_limit", "absolute",
+}  # fmt: skip
+ScaleOf = Callable[[str], int | None]  # a currency's decimal places; None: no such currency
 
 
 def problem(
@@ -119,7 +131,14 @@ def _validation_code(error: dict[str, Any]) -> Code:
     return _LENGTH_CODES.get((name, kind), Code.INVALID_REQUEST)
 
 
-def from_validation_error(error: RequestValidationError, instance: str) -> dict[str, Any]:
+def from_validation_error(
+    error: RequestValidationError,
+    instance: str,
+    scale_of: ScaleOf | None = None,
+    path_params: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The problem for a request pydantic refused, led by its first error. ``scale_of``
+    and ``path_params`` let a decimal amount be answered in the currency's minor units."""
     details = list(error.errors())
     listed = [{"field": field_path(item["loc"]), "message": item["msg"]} for item in details]
     first: dict[str, Any] = details[0] if details else {"type": "", "loc": (), "msg": "invalid"}
@@ -131,14 +150,72 @@ def from_validation_error(error: RequestValidationError, instance: str) -> dict[
         sentence = (
             f"The request body is not valid JSON: {context.get('error', 'it cannot be parsed')}."
         )
-    if code == Code.MALFORMED_BODY:
         return problem(code, sentence, instance=instance)
     if first["loc"] == ("body",) and isinstance(first.get("input"), bytes):
         sentence = "The body must be JSON, sent with Content-Type: application/json."
     if first["type"] == "unstorable_text":  # api.schemas.Strict names the place itself
         place = str(dict(first.get("ctx") or {}).get("where", "")).removeprefix("a key of ")
         where = "" if place == "the body" else place
+    decimal = _decimal_amount(first, error.body, scale_of, path_params or {})
+    if decimal is not None:
+        sentence = f"{where}: {decimal}"
     return problem(code, sentence, field=where or None, errors=listed, instance=instance)
+
+
+def _decimal_amount(
+    error: dict[str, Any], body: object, scale_of: ScaleOf | None, path: Mapping[str, str]
+) -> str | None:
+    """What a decimal sent as an amount is in minor units, or None if it is not one."""
+    value = error.get("input")
+    names = [part for part in error["loc"] if isinstance(part, str)]
+    if error["type"] != "int_type" or not isinstance(value, float) or not names:
+        return None
+    if not math.isfinite(value):
+        return "amounts are whole numbers of minor units (a JSON integer), not infinite."
+    if names[-1] not in _MINOR_UNIT_FIELDS:
+        return None
+    code = _currency_named(error["loc"], body, path)
+    scale = scale_of(code) if scale_of is not None and code is not None else None
+    said = f"amounts are whole numbers of minor units (a JSON integer, no decimal point): {value!r}"
+    if scale is None:
+        return (
+            f"{said} of a currency with 2 decimal places is {_in_minor_units(value, 2)}; "
+            "multiply by 10 to the power of the currency's decimal places (its scale, in "
+            "GET /v1/currencies/{code})."
+        )
+    return (
+        f"{said} {code} is {_in_minor_units(value, scale)}, as {code} has {scale} decimal places."
+    )
+
+
+def _in_minor_units(value: float, scale: int) -> str:
+    """``12.5`` at scale 2 is ``1250``; at scale 0 it is no whole number of minor units.
+    Display only: the float is read as the shortest decimal that prints as it."""
+    minor = Decimal(repr(value)).scaleb(scale)
+    if minor == minor.to_integral_value():
+        return str(int(minor))
+    return (
+        f"{minor:f} minor units, which is not whole: round it to {int(minor)} or {int(minor) + 1}"
+    )
+
+
+def _currency_named(
+    location: Sequence[int | str], body: object, path: Mapping[str, str]
+) -> str | None:
+    """The currency an amount field is in, where the request itself names it: beside it
+    (``currency``, or ``to_currency`` for a quote's target), else in the path."""
+    parent: object = body
+    for part in location[1:-1] if location and location[0] == "body" else ():
+        if isinstance(parent, dict) and isinstance(part, str):
+            parent = parent.get(part)
+        elif isinstance(parent, list) and isinstance(part, int) and part < len(parent):
+            parent = parent[part]
+    name = location[-1] if location else ""
+    keys = ["to_currency", "currency"] if name == "target_amount" else ["currency"]
+    for key in keys:
+        if isinstance(parent, dict) and isinstance(parent.get(key), str):
+            return str(parent[key])
+    return path.get("code") or path.get("from_currency")
 
 
 BODY_MAX_BYTES = 16 * 1024 * 1024  # the most of a request body the API reads (api.body_limit)
@@ -151,6 +228,35 @@ def too_large_detail() -> str:
     )
 
 
+def _scale_reader(request: Request) -> ScaleOf | None:
+    """A currency's decimal places, read from the app's ledger (public to every key)."""
+    state = getattr(request.app.state, "heartleaf", None)
+    if state is None:
+        return None
+
+    def scale_of(code: str) -> int | None:
+        try:
+            scale: int = state.ledger.get_currency(code).scale
+        except (LedgerError, SQLAlchemyError):  # none such, or no database: say it generally
+            return None
+        return scale
+
+    return scale_of
+
+
+def _http_detail(request: Request, code: Code, error: StarletteHTTPException) -> str:
+    """What an HTTP-level refusal (no route, wrong method, no key) would accept."""
+    where = f"{request.method} {request.url.path}"
+    if code == Code.NOT_FOUND:
+        return f"Nothing answers at {request.url.path}; the routes are listed at /docs."
+    if code == Code.METHOD_NOT_ALLOWED:
+        allowed = (error.headers or {}).get("Allow") or "other methods"
+        return f"{request.url.path} does not accept {request.method}; it accepts {allowed}."
+    if code == Code.UNAUTHENTICATED:
+        return f"{where} needs an API key: send 'Authorization: Bearer <key>'."
+    return f"{where} was refused ({error.status_code}): {error.detail}."
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
     async def _ledger_error(request: Request, error: LedgerError) -> JSONResponse:
@@ -159,7 +265,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        return response(from_validation_error(error, request.url.path))
+        body = await anyio.to_thread.run_sync(
+            from_validation_error,
+            error,
+            request.url.path,
+            _scale_reader(request),
+            dict(request.path_params),
+        )
+        return response(body)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -175,11 +288,16 @@ def install(app: FastAPI) -> None:
             if code == Code.MALFORMED_BODY
             else too_large_detail()
             if code == Code.PAYLOAD_TOO_LARGE
-            else None
+            else _http_detail(request, code, error)
         )
         return response(problem(code, detail, instance=request.url.path))
 
     @app.exception_handler(Exception)
     async def _unforeseen(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return response(problem(Code.INTERNAL_ERROR, instance=request.url.path))
+        detail = (
+            f"Heartleaf failed on its side answering {request.method} {request.url.path}; "
+            "nothing was written. Retry; if it persists, report it with this time: "
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}."
+        )
+        return response(problem(Code.INTERNAL_ERROR, detail, instance=request.url.path))

@@ -50,7 +50,7 @@ from exchange.reciprocity import (
     parse_exact,
 )
 from exchange.service import Exchange
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, community_not_found
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -91,7 +91,7 @@ def _by(principal: Principal) -> str:
 def _readable(principal: Principal, community: str) -> None:
     """A key of one community reads only its own: any other looks missing."""
     if not principal.reads_everything and community != principal.community:
-        raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+        raise community_not_found(community)
 
 
 def _day(text: str | None, name: str) -> dt.date | None:

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -134,11 +133,28 @@ RFC3339 = re.compile(
 )
 
 
+INSTANT_FORMS = (
+    "an RFC 3339 instant with its offset (2026-12-01T09:30:00Z or 2026-12-01T10:30:00+01:00), "
+    "or a date (2026-12-01), meaning its start, 00:00 UTC"
+)
+
+
 def parse_instant(value: object) -> dt.datetime:
-    """An RFC 3339 instant with its offset, in UTC. Without an offset an instant means
-    different moments in different places, so it is refused rather than guessed."""
-    if not isinstance(value, str) or not RFC3339.match(value):
-        raise ValueError("an instant is RFC 3339 text with an offset, e.g. 2026-12-01T00:00:00Z")
+    """The one reading of an instant the API is given, in a body or a query: RFC 3339 with
+    its offset, in UTC, or a plain date meaning its start (00:00 UTC). Without an offset an
+    instant means different moments in different places, so it is refused, not guessed.
+
+    Refusals are ``ValueError``s (``PydanticCustomError``) naming the forms accepted."""
+    if isinstance(value, str) and ISO_DATE.match(value):
+        try:
+            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), dt.UTC)
+        except ValueError:
+            raise _not_an_instant(value, "there is no such day") from None
+    if not isinstance(value, str):
+        raise _not_an_instant(value, "instants are text")
+    if not RFC3339.match(value):
+        offset = RFC3339.match(value + "Z") is not None
+        raise _not_an_instant(value, "it has no offset" if offset else "it is neither form")
     text = value.upper().replace("Z", "+00:00")
     whole, dot, rest = text.partition(".")
     if dot:  # Python reads at most six decimals of a second; RFC 3339 allows more
@@ -146,16 +162,29 @@ def parse_instant(value: object) -> dt.datetime:
         text = f"{whole}.{digits[:6].ljust(6, '0')}{rest[-6:]}"
     try:
         return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
-    except OverflowError as error:
-        raise ValueError("the instant is outside the years 1 to 9999 in UTC") from error
+    except OverflowError:
+        raise _not_an_instant(value, "it is outside the years 1 to 9999 in UTC") from None
+    except ValueError:
+        raise _not_an_instant(value, "there is no such day, time or offset") from None
 
 
-# Instants in bodies travel as RFC 3339 text only (pydantic alone would take a Unix time
-# or a naive datetime).
+def _not_an_instant(value: object, why: str) -> PydanticCustomError:
+    shown = json.dumps(value, ensure_ascii=False)[:60] if isinstance(value, str) else "The value"
+    return PydanticCustomError(
+        "instant_invalid",
+        "{shown} is not an instant ({why}); send {forms}",
+        {"shown": shown, "why": why, "forms": INSTANT_FORMS},
+    )
+
+
+# Instants in bodies travel as text only (pydantic alone would take a Unix time or a naive
+# datetime), read by parse_instant.
 InstantText = Annotated[
     dt.datetime,
     BeforeValidator(parse_instant),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]}
+    ),
 ]
 AccountId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1, description="Account id.", examples=[2])]
 
@@ -672,7 +701,7 @@ class KeyCreate(Strict):
         description="For a member key: the member, by the name of its member accounts.",
         examples=["ana"],
     )
-    expires_at: AwareDatetime | None = Field(
+    expires_at: InstantText | None = Field(
         None,
         description="When the key stops working (RFC 3339); null: it does not expire.",
         examples=["2027-06-30T00:00:00Z"],

@@ -71,7 +71,7 @@ from sqlalchemy import Connection, RowMapping, Table, insert, select, update
 from exchange import repository as repo
 from exchange.model import Approval, Proposal, Signatory
 from exchange.tables import GovernanceApprovalRow, GovernanceProposalRow
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, proposal_not_found
 
 proposals_table = cast(Table, GovernanceProposalRow.__table__)
 approvals_table = cast(Table, GovernanceApprovalRow.__table__)
@@ -291,7 +291,7 @@ class Governance:
 
     def get(self, connection: Connection, proposal_id: int, now: dt.datetime) -> Proposal:
         if proposal_row(connection, proposal_id) is None:
-            raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="proposal_id")
+            raise proposal_not_found(proposal_id)
         rule, _ = _rule_in_force(connection, lock=False)
         return self._proposal(connection, proposal_id, now, rule)
 

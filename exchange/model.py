@@ -60,6 +60,64 @@ class Window:
             and (not self.hours or at.hour in self.hours)
         )
 
+    def next_opening(self, after: dt.datetime) -> dt.datetime | None:
+        """The first whole hour (UTC) after ``after`` that opens the window, or None if it
+        never opens (30 February). The calendar of months, days and weekdays
+        repeats within 28 years (between 1901 and 2099), so looking that far is enough."""
+        start = after.astimezone(dt.UTC)
+        day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        for _ in range(WINDOW_SEARCH_DAYS):
+            if (
+                (not self.months or day.month in self.months)
+                and (not self.days or day.day in self.days)
+                and (not self.weekdays or day.weekday() in self.weekdays)
+            ):
+                for hour in sorted(self.hours) if self.hours else range(24):
+                    opening = day + dt.timedelta(hours=hour)
+                    if opening > start:
+                        return opening
+            try:
+                day += dt.timedelta(days=1)
+            except OverflowError:  # past the year 9999
+                return None
+        return None
+
+    def describe(self) -> str:
+        """``months 1, 4, 7, 10 and days 1-7`` (hours and weekdays as given; 0 is Monday)."""
+        parts = [
+            f"{name} {_spans(values)}"
+            for name, values in (
+                ("months", self.months),
+                ("days", self.days),
+                ("weekdays", self.weekdays),
+                ("hours", self.hours),
+            )
+            if values
+        ]
+        return " and ".join(parts) or "always"
+
+
+WINDOW_SEARCH_DAYS = 28 * 366 + 1
+
+
+def _spans(values: tuple[int, ...]) -> str:
+    """``(1, 2, 3, 5)`` -> ``1-3, 5``."""
+    runs: list[list[int]] = []
+    for value in sorted(set(values)):
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(
+        f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs
+    )
+
+
+def next_opening(windows: tuple[Window, ...], after: dt.datetime) -> dt.datetime | None:
+    """When the first of these windows opens next after ``after``; None: none ever does."""
+    openings = [o for o in (window.next_opening(after) for window in windows) if o is not None]
+    return min(openings, default=None)
+
 
 @dataclass(frozen=True, slots=True)
 class ProtocolSpec:

@@ -171,7 +171,7 @@ from exchange.tables import (
 from ledger import money
 from ledger import repository as ledger_repository
 from ledger.database import run_in_transaction
-from ledger.errors import Code, LedgerError, TransactionRefusedError
+from ledger.errors import Code, LedgerError, TransactionRefusedError, community_not_found
 from ledger.model import (
     AccountStatus,
     AccountType,
@@ -1399,6 +1399,8 @@ class Reciprocity:
             if fingerprint(context.unit_code, current) != row["fingerprint"]:
                 raise LedgerError(
                     Code.CLEARING_OBLIGATIONS_CHANGED,
+                    f"Payments since clearing proposal {proposal_id} changed what the "
+                    "communities owe each other; ask for a new proposal and execute that.",
                     extra={"proposal_id": proposal_id},
                 )
             cleared = _from_json(row["cleared"])
@@ -2022,7 +2024,7 @@ def _slug_of(connection: Connection, community_id: int) -> str:
 def _community_id(connection: Connection, slug: str) -> int:
     row = ledger_repository.community_by_slug(connection, slug)
     if row is None:
-        raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+        raise community_not_found(slug)
     return int(row["id"])
 
 

@@ -42,11 +42,12 @@ from exchange.model import (
     Signatory,
     Valuation,
     Window,
+    next_opening,
 )
 from ledger import authority
 from ledger import repository as ledger_repository
 from ledger.database import run_in_transaction
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, community_not_found, currency_not_found
 from ledger.model import (
     Account,
     AccountType,
@@ -228,7 +229,11 @@ class Exchange:
         federation asks for no approvals, else once approved (answered with the
         ``Proposal``). Without ``effective_from`` it takes effect when it comes into force."""
         if not isinstance(rate, Fraction) or rate <= 0:
-            raise LedgerError(Code.RATE_INVALID, field="rate")
+            raise LedgerError(
+                Code.RATE_INVALID,
+                f"rate {rate!r} is not a positive exact number; give one such as 0.045 or 9/200.",
+                field="rate",
+            )
         self.ledger.get_currency(currency)
         signatory = _signatory(by)
         change = {
@@ -258,7 +263,13 @@ class Exchange:
         def work(connection: Connection) -> Valuation:
             row = repo.valuation_at(connection, held.id, instant)
             if row is None:
-                raise LedgerError(Code.VALUATION_MISSING, field="currency")
+                raise LedgerError(
+                    Code.VALUATION_MISSING,
+                    f"{currency} has no valuation in force at {instant:%Y-%m-%d %H:%M:%S} UTC; "
+                    "ask about a later instant, or have the federation value it "
+                    "(POST /v1/valuations).",
+                    field="currency",
+                )
             return _valuation(currency, row)
 
         return self._read(work)
@@ -325,7 +336,7 @@ class Exchange:
                 # so the emergency path can never carry any other change.
                 row = repo.protocol_in_force(connection, source.id, target.id, now)
                 if row is None:
-                    raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+                    raise _no_protocol(spec.from_currency, spec.to_currency)
                 in_force = protocol_version_from_row(connection, row)
                 wanted = replace(in_force.spec, suspended=True, effective_from=now)
             if wanted.allowed and wanted.fixed_rate is None:
@@ -405,7 +416,7 @@ class Exchange:
             _settings(connection, lock=True)
             row = repo.protocol_version_by_id(connection, version_id)
             if row is None or row["state"] != "proposed" or row["proposal_id"] is None:
-                raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="version_id")
+                raise _no_version_proposed(version_id)
             self.governance.decide(
                 connection, row["proposal_id"], by=signatory, approve=True, now=now
             )
@@ -422,7 +433,7 @@ class Exchange:
         in force, suspended, recorded as an applied proposal marked as an emergency."""
         current = self.protocol_in_force(from_currency, to_currency)
         if current is None:
-            raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+            raise _no_protocol(from_currency, to_currency)
         return self._propose(current.spec, _signatory(by), reason, None, emergency=True)
 
     def resume(
@@ -431,7 +442,7 @@ class Exchange:
         """Propose lifting a suspension: an ordinary change, approved like any other."""
         current = self.protocol_in_force(from_currency, to_currency)
         if current is None:
-            raise LedgerError(Code.PROTOCOL_NOT_FOUND)
+            raise _no_protocol(from_currency, to_currency)
         return self.propose(
             replace(current.spec, suspended=False, effective_from=self.clock()),
             by=by,
@@ -632,7 +643,12 @@ class Exchange:
         if quote_id is not None:
             quote_row = self._read(lambda connection: repo.quote_by_id(connection, quote_id))
             if quote_row is None:
-                raise LedgerError(Code.QUOTE_NOT_FOUND, field="quote_id")
+                raise LedgerError(
+                    Code.QUOTE_NOT_FOUND,
+                    f"There is no quote {quote_id!r}; ask for one with POST /v1/quotes, or "
+                    "convert without quote_id.",
+                    field="quote_id",
+                )
             priced = self._priced_quote(quote_row, payer, payee)
         else:
             priced = self._price(payer, payee.currency, source_amount, target_amount, now)
@@ -737,6 +753,8 @@ class Exchange:
         if not same:
             raise LedgerError(
                 Code.IDEMPOTENCY_CONFLICT,
+                f"This client_id already made conversion {transaction_id}, from other content; "
+                "repeat every field of that request to replay it, or send a new client_id.",
                 field="client_id",
                 extra={"transaction_id": transaction_id},
             )
@@ -760,7 +778,8 @@ class Exchange:
         if (source_amount is None) == (target_amount is None):
             raise LedgerError(
                 Code.INVALID_REQUEST,
-                "Give either source_amount or target_amount.",
+                "Give exactly one of source_amount (what the payer pays) or target_amount (what "
+                "the payee receives).",
                 field="source_amount",
             )
         version = self.protocol_in_force(payer.currency, to_currency, at)
@@ -768,7 +787,12 @@ class Exchange:
             raise self._not_in_force(payer.currency, to_currency, at)
         if not version.spec.allowed:
             # Before the rate: a forbidden pair needs no valuations to be refused.
-            raise LedgerError(Code.CONVERSION_FORBIDDEN, field="to_currency")
+            raise LedgerError(
+                Code.CONVERSION_FORBIDDEN,
+                f"The federation forbids converting {payer.currency} to {to_currency}; no "
+                "account may, at any time.",
+                field="to_currency",
+            )
         rate, valuation_from, valuation_to = self._rate(version, at)
         fee_bps = version.spec.fee_bps
         try:
@@ -778,9 +802,19 @@ class Exchange:
                 assert target_amount is not None
                 conversion = rates.convert_target(target_amount, rate, fee_bps)
         except rates.ConversionTooSmallError as error:
-            raise LedgerError(Code.CONVERSION_TOO_SMALL, field="source_amount") from error
+            raise LedgerError(
+                Code.CONVERSION_TOO_SMALL,
+                f"{source_amount or target_amount} minor units deliver nothing after the fee "
+                f"({fee_bps} bps) and rounding; convert a larger amount.",
+                field="source_amount",
+            ) from error
         except rates.AmountOutOfRangeError as error:
-            raise LedgerError(Code.AMOUNT_OUT_OF_RANGE, field="source_amount") from error
+            raise LedgerError(
+                Code.AMOUNT_OUT_OF_RANGE,
+                "At this rate one side of the conversion would be more than "
+                "9,007,199,254,740,991 minor units; convert a smaller amount.",
+                field="source_amount",
+            ) from error
         return Priced(version, rate, conversion, valuation_from, valuation_to)
 
     def _not_in_force(self, from_currency: str, to_currency: str, at: dt.datetime) -> LedgerError:
@@ -792,7 +826,12 @@ class Exchange:
             lambda connection: repo.protocol_scheduled(connection, source.id, target.id, at)
         )
         if scheduled is None:
-            return LedgerError(Code.CONVERSION_NOT_ALLOWED, field="to_currency")
+            return LedgerError(
+                Code.CONVERSION_NOT_ALLOWED,
+                f"{from_currency} does not convert to {to_currency}: the federation has set no "
+                "protocol for the pair (GET /v1/protocols lists those there are).",
+                field="to_currency",
+            )
         return LedgerError(
             Code.PROTOCOL_NOT_IN_FORCE,
             f"The protocol for {from_currency} -> {to_currency} takes effect at "
@@ -839,7 +878,13 @@ class Exchange:
             from_id,
             to_id,
         ):
-            raise LedgerError(Code.QUOTE_MISMATCH, field="quote_id")
+            raise LedgerError(
+                Code.QUOTE_MISMATCH,
+                f"Quote {row['id']} was made for payer account {row['payer_account_id']} and "
+                "other currencies or payer than this conversion's; send the payer and a payee "
+                "of the currencies quoted, or ask for a new quote.",
+                field="quote_id",
+            )
         version_row = self._read(
             lambda connection: repo.protocol_version_by_id(connection, row["protocol_version_id"])
         )
@@ -903,20 +948,90 @@ class Exchange:
 
 def _check_protocol_admits(spec: ProtocolSpec, payer: Account, now: dt.datetime) -> None:
     """The protocol's own rules for this payer at this instant (limits aside)."""
+    pair = f"{spec.from_currency} to {spec.to_currency}"
     if not spec.allowed:
-        raise LedgerError(Code.CONVERSION_FORBIDDEN)
+        raise LedgerError(
+            Code.CONVERSION_FORBIDDEN, f"The federation forbids converting {pair}, for any account."
+        )
     if spec.suspended:
-        raise LedgerError(Code.PROTOCOL_SUSPENDED)
+        raise LedgerError(
+            Code.PROTOCOL_SUSPENDED,
+            f"The protocol for {pair} is suspended; retry once the federation lifts it.",
+        )
     if (spec.effective_from is not None and now < spec.effective_from) or (
         spec.effective_until is not None and now >= spec.effective_until
     ):
-        raise LedgerError(Code.PROTOCOL_NOT_IN_FORCE)
-    if spec.eligible_account_types is not None and payer.type not in spec.eligible_account_types:
-        raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=payer.id)
-    if spec.eligible_account_ids is not None and payer.id not in spec.eligible_account_ids:
-        raise LedgerError(Code.ACCOUNT_NOT_ELIGIBLE, account_id=payer.id)
+        start, end = spec.effective_from, spec.effective_until
+        raise LedgerError(
+            Code.PROTOCOL_NOT_IN_FORCE,
+            f"The protocol for {pair} is in force from {_when(start)} until {_when(end)}; "
+            "convert within that time.",
+        )
+    types, ids = spec.eligible_account_types, spec.eligible_account_ids
+    if (types is not None and payer.type not in types) or (ids is not None and payer.id not in ids):
+        raise LedgerError(
+            Code.ACCOUNT_NOT_ELIGIBLE,
+            f"Account {payer.id} (type {payer.type.value}) may not convert: the protocol "
+            f"converts {pair} only from {_who_may_convert(spec)}.",
+            account_id=payer.id,
+            extra={
+                "eligible_account_types": None if types is None else [t.value for t in types],
+                "eligible_account_ids": None if ids is None else list(ids),
+            },
+        )
     if spec.windows is not None and not any(window.is_open(now) for window in spec.windows):
-        raise LedgerError(Code.WINDOW_CLOSED)
+        raise _window_closed(spec, pair, now)
+
+
+def _when(instant: dt.datetime | None) -> str:
+    return "open-ended" if instant is None else instant.isoformat()
+
+
+def _no_protocol(from_currency: str, to_currency: str) -> LedgerError:
+    return LedgerError(
+        Code.PROTOCOL_NOT_FOUND,
+        f"No protocol for {from_currency} to {to_currency} is in force; GET /v1/protocols "
+        "lists the pairs that have one.",
+    )
+
+
+def _no_version_proposed(version_id: int) -> LedgerError:
+    return LedgerError(
+        Code.PROPOSAL_NOT_FOUND,
+        f"Protocol version {version_id} is not waiting for approval (none such, or already "
+        "decided); GET /v1/governance/proposals lists what waits.",
+        field="version_id",
+    )
+
+
+def _who_may_convert(spec: ProtocolSpec) -> str:
+    """``provider or issuance accounts``, ``accounts 12, 14``, or both joined by "among"."""
+    kinds = spec.eligible_account_types
+    ids = spec.eligible_account_ids
+    by_kind = None if kinds is None else " or ".join(kind.value for kind in kinds) + " accounts"
+    by_id = None if ids is None else "accounts " + ", ".join(map(str, sorted(ids)))
+    if by_kind is not None and by_id is not None:
+        return f"{by_kind} among {by_id}"
+    return by_kind or by_id or "no account"
+
+
+def _window_closed(spec: ProtocolSpec, pair: str, now: dt.datetime) -> LedgerError:
+    windows = spec.windows or ()
+    opens = next_opening(windows, now)
+    if opens is not None and spec.effective_until is not None and opens >= spec.effective_until:
+        opens = None  # the protocol ends first
+    shown = "; or ".join(window.describe() for window in windows) or "none"
+    when = (
+        "none of its windows opens again while this protocol is in force"
+        if opens is None
+        else f"it opens again at {opens.isoformat()} ({opens:%Y-%m-%d %H:%M} UTC)"
+    )
+    return LedgerError(
+        Code.WINDOW_CLOSED,
+        f"The protocol converts {pair} only in its windows (UTC: {shown}); it is closed at "
+        f"{now.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, and {when}.",
+        extra={"opens_at": None if opens is None else opens.isoformat()},
+    )
 
 
 class _ConversionHook:
@@ -946,14 +1061,33 @@ class _ConversionHook:
             quote = repo.quote_by_id(connection, self.quote_id, lock=True)
             assert quote is not None
             if quote["transaction_id"] is not None:
-                raise LedgerError(Code.QUOTE_USED, field="quote_id")
+                raise LedgerError(
+                    Code.QUOTE_USED,
+                    f"Quote {self.quote_id} already paid transaction {quote['transaction_id']}; "
+                    "ask for a new quote for another conversion.",
+                    field="quote_id",
+                )
             if quote["expires_at"] <= now:
-                raise LedgerError(Code.QUOTE_EXPIRED, field="quote_id")
+                raise LedgerError(
+                    Code.QUOTE_EXPIRED,
+                    f"Quote {self.quote_id} expired at {quote['expires_at'].isoformat()}; ask for "
+                    "a new one (POST /v1/quotes) and convert with it before it expires.",
+                    field="quote_id",
+                )
         row = repo.protocol_in_force(connection, self.from_id, self.to_id, now)
         if row is None:
-            raise LedgerError(Code.CONVERSION_NOT_ALLOWED)
+            raise LedgerError(
+                Code.CONVERSION_NOT_ALLOWED,
+                f"{self.payer.currency} no longer converts to {self.payee.currency}: no protocol "
+                "for the pair is in force now.",
+            )
         if row["id"] != self.priced.version.id:
-            raise LedgerError(Code.PROTOCOL_CHANGED, extra={"version": row["version"]})
+            raise LedgerError(
+                Code.PROTOCOL_CHANGED,
+                f"The protocol is at version {row['version']}, not the "
+                f"{self.priced.version.version} priced; ask for a new quote, or send again.",
+                extra={"version": row["version"]},
+            )
         spec = self.priced.version.spec
         _check_protocol_admits(spec, self.payer, now)
         if self.quote_id is None and spec.fixed_rate is None:
@@ -1062,7 +1196,7 @@ class _SettingsPolicy:
             )
         owner = ledger_repository.community_by_slug(connection, change["federation_community"])
         if owner is None:
-            raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="federation_community")
+            raise community_not_found(change["federation_community"], "federation_community")
         current = repo.settings(connection)
         if (
             current is not None
@@ -1138,7 +1272,7 @@ class _ValuationPolicy:
             )
         held = ledger_repository.currency_by_code(connection, code)
         if held is None:
-            raise LedgerError(Code.CURRENCY_NOT_FOUND, field="currency")
+            raise currency_not_found(code)
         in_force = repo.valuation_at(connection, held["id"], now)
         if in_force is not None and start < in_force["effective_from"]:
             since = in_force["effective_from"]
@@ -1166,7 +1300,7 @@ class _ProtocolPolicy:
         version_id = int(proposal.change["protocol_version_id"])
         row = repo.protocol_version_by_id(connection, version_id, lock=True)
         if row is None or row["state"] != "proposed":
-            raise LedgerError(Code.PROPOSAL_NOT_FOUND, field="version_id")
+            raise _no_version_proposed(version_id)
         repo.update_protocol_version(
             connection,
             version_id,
@@ -1221,7 +1355,7 @@ class _CreditLinePolicy:
                 field="credit_limit",
             )
         if ledger_repository.community_by_slug(connection, change["community"]) is None:
-            raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+            raise community_not_found(change["community"])
         _settings(connection)  # credit lines are in the reference unit
 
     def apply(self, connection: Connection, proposal: Proposal, now: dt.datetime) -> CreditLine:
@@ -1301,7 +1435,11 @@ def _settings(connection: Connection, *, lock: bool = False) -> Settings:
     ``_check_no_arbitrage``, and two versions of a pair cannot take the same number."""
     row = repo.settings(connection, lock=lock)
     if row is None:
-        raise LedgerError(Code.EXCHANGE_NOT_CONFIGURED)
+        raise LedgerError(
+            Code.EXCHANGE_NOT_CONFIGURED,
+            "The federation has not set its reference unit and own community yet; it does "
+            "so with PUT /v1/exchange/settings before anything converts.",
+        )
     return _settings_from_row(row)
 
 
@@ -1325,7 +1463,9 @@ def _check_slippage(
     an expected rate and no slippage stated, the rate in force may not be worse."""
     if max_slippage_bps is not None and not 0 <= max_slippage_bps <= BPS:
         raise LedgerError(
-            Code.INVALID_REQUEST, "max_slippage_bps is 0 to 10,000.", field="max_slippage_bps"
+            Code.INVALID_REQUEST,
+            f"max_slippage_bps is {max_slippage_bps}; give 0 to 10,000 basis points.",
+            field="max_slippage_bps",
         )
     reference = priced.rate if expected_rate is None else expected_rate
     if max_slippage_bps is None:
@@ -1370,9 +1510,18 @@ def _check_spec(spec: ProtocolSpec) -> None:
         or not isinstance(spec.fee_bps, int)
         or not 0 <= spec.fee_bps < BPS
     ):
-        raise LedgerError(Code.INVALID_REQUEST, "fee_bps is 0 to 9,999.", field="fee_bps")
+        raise LedgerError(
+            Code.INVALID_REQUEST,
+            f"fee_bps is {spec.fee_bps!r}; give 0 to 9,999 basis points.",
+            field="fee_bps",
+        )
     if spec.fixed_rate is not None and spec.fixed_rate <= 0:
-        raise LedgerError(Code.RATE_INVALID, field="rate")
+        raise LedgerError(
+            Code.RATE_INVALID,
+            f"rate {spec.fixed_rate} is not positive; give one such as 22 or 9/200, or none "
+            "to derive it from valuations.",
+            field="rate",
+        )
     for name, value in spec.limits.items():
         if (
             name not in LIMIT_NAMES
@@ -1388,7 +1537,8 @@ def _check_spec(spec: ProtocolSpec) -> None:
     if spec.effective_from and spec.effective_until and spec.effective_until <= spec.effective_from:
         raise LedgerError(
             Code.INVALID_REQUEST,
-            "effective_until must follow effective_from.",
+            f"effective_until {spec.effective_until.isoformat()} must come after effective_from "
+            f"{spec.effective_from.isoformat()}.",
             field="effective_until",
         )
     for window in spec.windows or ():

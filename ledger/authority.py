@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
-from ledger.errors import Code, LedgerError
+from ledger.errors import Code, LedgerError, account_not_found
 from ledger.model import AccountType, CurrencyKind
 
 
@@ -237,7 +237,7 @@ def check_may_change_account(
     community's account looks missing; a member changes none; no key changes a system
     account."""
     if actor.role == ActorRole.TREASURER and actor.community_id != community_id:
-        raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+        raise account_not_found(account_id)
     if actor.role == ActorRole.MEMBER:
         raise LedgerError(
             Code.FORBIDDEN,
@@ -268,7 +268,7 @@ def posting_refusal(
         if actor.role == ActorRole.OPERATOR or actor.operation in (owner, REVERSAL):
             return None
         if not actor.sees(community_id):
-            return LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+            return account_not_found(account_id)
         return LedgerError(
             Code.SYSTEM_ACCOUNT,
             f"Account {account_id} belongs to the {owner} layer: only its operation (a "
@@ -278,5 +278,5 @@ def posting_refusal(
         )
     if source and not actor.may_spend(account_id, community_id):
         # Another community's account, or another member's: it looks missing.
-        return LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+        return account_not_found(account_id)
     return None

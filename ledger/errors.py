@@ -368,3 +368,69 @@ class TransactionRefusedError(LedgerError):
     ) -> None:
         super().__init__(code, detail, account_id=account_id, extra=extra)
         self.transaction_id = transaction_id
+
+
+# The refusals many places raise, each with one detail: what is missing, and where to look
+# for what exists. Another community's record is refused exactly as a missing one.
+
+
+def account_not_found(account_id: int) -> LedgerError:
+    return LedgerError(
+        Code.ACCOUNT_NOT_FOUND,
+        f"There is no account {account_id} among those this key may use; GET /v1/accounts "
+        "lists them.",
+        account_id=account_id,
+    )
+
+
+def transaction_not_found(transaction_id: int) -> LedgerError:
+    return LedgerError(
+        Code.TRANSACTION_NOT_FOUND,
+        f"There is no transaction {transaction_id} among those this key may read; GET "
+        "/v1/transactions lists them.",
+        field="transaction_id",
+    )
+
+
+def community_not_found(slug: str, field: str = "community") -> LedgerError:
+    return LedgerError(
+        Code.COMMUNITY_NOT_FOUND,
+        f"There is no community {slug!r} that this key may read; GET /v1/communities lists "
+        "them by slug.",
+        field=field,
+    )
+
+
+def currency_not_found(code: str, field: str = "currency") -> LedgerError:
+    return LedgerError(
+        Code.CURRENCY_NOT_FOUND,
+        f"There is no currency {code!r}; GET /v1/currencies lists them by code.",
+        field=field,
+    )
+
+
+def account_frozen(account_id: int) -> LedgerError:
+    return LedgerError(
+        Code.ACCOUNT_FROZEN,
+        f"Account {account_id} is frozen: nothing moves in or out until its community "
+        "unfreezes it (PATCH /v1/accounts/{id} with status open).",
+        account_id=account_id,
+    )
+
+
+def already_reversed(transaction_id: int) -> LedgerError:
+    return LedgerError(
+        Code.ALREADY_REVERSED,
+        f"Transaction {transaction_id} was already reversed, and a transaction is reversed "
+        "at most once; read it to find its reversal (reversed_by_id).",
+        field="transaction_id",
+    )
+
+
+def proposal_not_found(proposal_id: int) -> LedgerError:
+    return LedgerError(
+        Code.PROPOSAL_NOT_FOUND,
+        f"There is no proposal {proposal_id} that this key may see; GET "
+        "/v1/governance/proposals lists them.",
+        field="proposal_id",
+    )

@@ -30,7 +30,17 @@ from ledger import authority, money
 from ledger import repository as repo
 from ledger.authority import OPERATOR, Actor, HeldIn
 from ledger.database import run_in_transaction
-from ledger.errors import Code, LedgerError, TransactionRefusedError
+from ledger.errors import (
+    Code,
+    LedgerError,
+    TransactionRefusedError,
+    account_frozen,
+    account_not_found,
+    already_reversed,
+    community_not_found,
+    currency_not_found,
+    transaction_not_found,
+)
 from ledger.model import (
     Account,
     AccountStatus,
@@ -179,7 +189,11 @@ class Ledger:
     ) -> Community:
         def work(connection: Connection) -> Community:
             if repo.community_by_slug(connection, slug) is not None:
-                raise LedgerError(Code.COMMUNITY_EXISTS, field="slug")
+                raise LedgerError(
+                    Code.COMMUNITY_EXISTS,
+                    f"There is already a community {slug!r}; choose another slug.",
+                    field="slug",
+                )
             now = self.clock()
             values = {"slug": slug, "name": name, "status": str(status), "created_at": now}
             community_id = repo.insert_community(connection, values)
@@ -225,11 +239,20 @@ class Ledger:
             or not isinstance(scale, int)
             or not 0 <= scale <= money.SCALE_MAX
         ):
-            raise LedgerError(Code.SCALE_OUT_OF_RANGE, field="scale")
+            raise LedgerError(
+                Code.SCALE_OUT_OF_RANGE,
+                f"scale is {scale!r}; give a whole number of decimal places from 0 to "
+                f"{money.SCALE_MAX} (2 for cents).",
+                field="scale",
+            )
 
         def work(connection: Connection) -> Currency:
             if repo.currency_by_code(connection, code) is not None:
-                raise LedgerError(Code.CURRENCY_EXISTS, field="code")
+                raise LedgerError(
+                    Code.CURRENCY_EXISTS,
+                    f"There is already a currency {code!r}; choose another code.",
+                    field="code",
+                )
             issuer_id = None if issuer is None else _community(connection, issuer).id
             authority.check_currency_kind(kind, issuer_id)
             policy = held_in or authority.KIND_RULES[kind].held_in
@@ -285,7 +308,7 @@ class Ledger:
         def work(connection: Connection) -> Currency:
             row = repo.currency_by_code(connection, code, lock=True)
             if row is None:
-                raise LedgerError(Code.CURRENCY_NOT_FOUND, field="currency")
+                raise currency_not_found(code)
             current = _currency_from_row(row)
             if not actor.is_issuer_of(row["issuer_community_id"]):
                 raise LedgerError(
@@ -369,7 +392,12 @@ class Ledger:
         def work(connection: Connection) -> Account:
             owner = _community(connection, community)
             if owner.status == CommunityStatus.SUSPENDED:
-                raise LedgerError(Code.COMMUNITY_SUSPENDED, field="community")
+                raise LedgerError(
+                    Code.COMMUNITY_SUSPENDED,
+                    f"{community} is suspended by the federation: it opens no accounts until "
+                    "it is resumed.",
+                    field="community",
+                )
             held_row = repo.currency_by_code(connection, currency)
             if held_row is None:
                 raise LedgerError(
@@ -387,7 +415,12 @@ class Ledger:
                 min_balance=min_balance,
             )
             if repo.account_name_taken(connection, owner.id, held.id, name):
-                raise LedgerError(Code.ACCOUNT_NAME_TAKEN, field="name")
+                raise LedgerError(
+                    Code.ACCOUNT_NAME_TAKEN,
+                    f"{community} already has an account {name!r} in {currency}; choose "
+                    "another name.",
+                    field="name",
+                )
             now = self.clock()
             account_id = repo.insert_account(
                 connection,
@@ -466,7 +499,7 @@ class Ledger:
         def work(connection: Connection) -> Account:
             rows = repo.lock_accounts(connection, [account_id])
             if not rows:
-                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+                raise account_not_found(account_id)
             now = self.clock()
             pending = rows[0].debits_pending or rows[0].credits_pending
             if pending and repo.overdue_hold_transactions(connection, [account_id], now):
@@ -477,7 +510,12 @@ class Ledger:
             )
             if expected_version is not None and expected_version != current.version:
                 raise LedgerError(
-                    Code.VERSION_MISMATCH, account_id=account_id, extra={"version": current.version}
+                    Code.VERSION_MISMATCH,
+                    f"Account {account_id} is at version {current.version}, not "
+                    f"{expected_version}; read it again and send If-Match: "
+                    f'"{current.version}" if the change still stands.',
+                    account_id=account_id,
+                    extra={"version": current.version},
                 )
             floor = current.min_balance if isinstance(min_balance, _Unset) else min_balance
             ceiling = current.max_balance if isinstance(max_balance, _Unset) else max_balance
@@ -496,13 +534,29 @@ class Ledger:
             if (floor is not None and balance.available < floor) or (
                 ceiling is not None and balance.posted + balance.credits_pending > ceiling
             ):
-                raise LedgerError(Code.LIMIT_BELOW_BALANCE, account_id=account_id)
+                raise LedgerError(
+                    Code.LIMIT_BELOW_BALANCE,
+                    f"Account {account_id} has {balance.available} available and "
+                    f"{balance.posted + balance.credits_pending} with pending credits; limits "
+                    f"must keep both within them (floor {floor}, ceiling {ceiling}).",
+                    account_id=account_id,
+                )
             new_status = current.status if status is None else status
             if new_status != current.status:
                 if current.status == AccountStatus.CLOSED:
-                    raise LedgerError(Code.STATUS_CHANGE_INVALID, account_id=account_id)
+                    raise LedgerError(
+                        Code.STATUS_CHANGE_INVALID,
+                        f"Account {account_id} is closed for good; open a new account instead.",
+                        account_id=account_id,
+                    )
                 if new_status == AccountStatus.CLOSED and balance != Balance(0, 0, 0):
-                    raise LedgerError(Code.ACCOUNT_NOT_EMPTY, account_id=account_id)
+                    raise LedgerError(
+                        Code.ACCOUNT_NOT_EMPTY,
+                        f"Account {account_id} holds {balance.posted} with "
+                        f"{balance.debits_pending} pending out and {balance.credits_pending} "
+                        "pending in; move it to zero and let holds resolve before closing it.",
+                        account_id=account_id,
+                    )
             repo.update_account(
                 connection,
                 account_id,
@@ -570,7 +624,12 @@ class Ledger:
         answer ``batch_item_failed`` and nothing is written.
         """
         if len(drafts) > BATCH_MAX:
-            raise LedgerError(Code.BATCH_TOO_LARGE, field="transactions")
+            raise LedgerError(
+                Code.BATCH_TOO_LARGE,
+                f"The batch holds {len(drafts):,} transactions; send at most {BATCH_MAX:,} "
+                "in one, and the rest in further batches.",
+                field="transactions",
+            )
         shape_errors = [_shape_error(draft) for draft in drafts]
         hashes = [_request_hash(draft) for draft in drafts]
         # A single new transaction skips the client-id lookup and lets the unique index
@@ -694,7 +753,13 @@ class Ledger:
                 first = first_by_client_id[draft.client_id]
                 if hashes[first] != hashes[index]:
                     outcomes[index] = Outcome(
-                        None, LedgerError(Code.IDEMPOTENCY_CONFLICT, field="client_id")
+                        None,
+                        LedgerError(
+                            Code.IDEMPOTENCY_CONFLICT,
+                            f"client_id {draft.client_id!r} names an earlier transaction of "
+                            "this batch with other content; give each its own client_id.",
+                            field="client_id",
+                        ),
                     )
                 else:
                     outcomes[index] = Outcome(None, None, replayed=True)  # filled in below
@@ -708,6 +773,8 @@ class Ledger:
             error = _apply_draft(draft, locked, touched, actor) or circulation.check(
                 connection, locked, touched
             )
+            if error is not None and error.code == Code.CURRENCY_MISMATCH:
+                error = _unknown_currency(connection, error) or error
             if error is not None:
                 for account, posted, debits, credits in saved:  # undo the partial application
                     account.posted = posted
@@ -969,7 +1036,7 @@ class Ledger:
         def work(connection: Connection) -> Transaction:
             row = repo.transaction_by_id(connection, transaction_id)
             if row is None:
-                raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+                raise transaction_not_found(transaction_id)
             postings = repo.postings_of(connection, [transaction_id])
             locked = {
                 r.id: _locked_from_row(r)
@@ -998,12 +1065,23 @@ class Ledger:
             if outcome == TransactionStatus.POSTED:
                 for posting, amount in zip(postings, posted_amounts, strict=True):
                     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-                        raise LedgerError(Code.AMOUNT_OUT_OF_RANGE, field="amounts")
+                        raise LedgerError(
+                            Code.AMOUNT_OUT_OF_RANGE,
+                            f"amounts holds {amount!r}; each is a whole number of minor "
+                            f"units from 0 to the {posting['amount']} held.",
+                            field="amounts",
+                        )
                     if amount > posting["amount"]:
-                        raise LedgerError(Code.POST_AMOUNT_EXCEEDS_PENDING, field="amounts")
+                        raise LedgerError(
+                            Code.POST_AMOUNT_EXCEEDS_PENDING,
+                            f"amounts holds {amount}, but that posting holds "
+                            f"{posting['amount']}; post at most that (or omit amounts to post "
+                            "in full).",
+                            field="amounts",
+                        )
                 for account in locked.values():
                     if account.status == AccountStatus.FROZEN:
-                        raise LedgerError(Code.ACCOUNT_FROZEN, account_id=account.id)
+                        raise account_frozen(account.id)
             else:
                 posted_amounts = [0] * len(postings)
             kind = (
@@ -1158,9 +1236,14 @@ class Ledger:
         """
         original = self.get_transaction(transaction_id)
         if original.reversed_by_id is not None and client_id is None:
-            raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
+            raise already_reversed(transaction_id)
         if original.status != TransactionStatus.POSTED:
-            raise LedgerError(Code.NOT_REVERSIBLE, field="transaction_id")
+            raise LedgerError(
+                Code.NOT_REVERSIBLE,
+                f"Transaction {transaction_id} is {original.status.value}; only a posted one "
+                "is reversed (a hold is voided instead).",
+                field="transaction_id",
+            )
         if original.reverses_id is not None:
             raise LedgerError(
                 Code.NOT_REVERSIBLE, "A reversal cannot itself be reversed.", field="transaction_id"
@@ -1192,7 +1275,7 @@ class Ledger:
                     )
             current = repo.transaction_by_id(connection, transaction_id)
             if current is not None and current["reversed_by_id"] is not None:
-                raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
+                raise already_reversed(transaction_id)
             # Accounts first, then the transaction row: the lock order every writer keeps.
             # The check above answers the common case early; this one settles a race.
             try:
@@ -1213,13 +1296,13 @@ class Ledger:
                 # than the insufficient funds it left behind.
                 row = repo.transaction_by_id(connection, transaction_id, lock=True)
                 if row is not None and row["reversed_by_id"] is not None:
-                    raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
+                    raise already_reversed(transaction_id)
                 raise outcome.error
             assert outcome.transaction is not None
             row = repo.transaction_by_id(connection, transaction_id, lock=True)
             assert row is not None
             if row["reversed_by_id"] is not None:
-                raise LedgerError(Code.ALREADY_REVERSED, field="transaction_id")
+                raise already_reversed(transaction_id)
             reversal_id = outcome.transaction.id
             repo.update_transaction(connection, reversal_id, {"reverses_id": transaction_id})
             repo.update_transaction(connection, transaction_id, {"reversed_by_id": reversal_id})
@@ -1243,7 +1326,7 @@ class Ledger:
         def work(connection: Connection) -> Transaction:
             found = self._transactions(connection, [transaction_id])
             if not found:
-                raise LedgerError(Code.TRANSACTION_NOT_FOUND, field="transaction_id")
+                raise transaction_not_found(transaction_id)
             return found[0]
 
         return self._read(work)
@@ -1298,7 +1381,7 @@ class Ledger:
             # have lapsed later than now: that would be a forecast, not history.
             row = repo.balance_as_of(connection, account_id, as_of, min(as_of, now))
             if row is None:
-                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+                raise account_not_found(account_id)
             if row["balance_posted"] is None:
                 return Balance(0, 0, 0)
             return Balance(
@@ -1328,7 +1411,7 @@ class Ledger:
             )
             # An empty page may be an unknown account's: only then is it worth a look.
             if not rows and repo.account_by_id(connection, account_id) is None:
-                raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+                raise account_not_found(account_id)
             lines = [_statement_line(row) for row in rows]
             return _page(
                 lines, limit, lambda line: _encode_cursor(to_micros(line.at), line.entry_id)
@@ -1355,7 +1438,11 @@ class Ledger:
         try:
             return self._write(work)
         except IntegrityError as error:
-            raise LedgerError(code, field=field) from error
+            raise LedgerError(
+                code,
+                f"Another request just created the same {field}; choose another.",
+                field=field,
+            ) from error
 
     def _write_after_expiry(self, work: Callable[[Connection], T]) -> T:
         """A write that may meet lapsed holds on its accounts: release them, then retry."""
@@ -1372,7 +1459,7 @@ class Ledger:
     def _account(self, connection: Connection, account_id: int, now: dt.datetime) -> Account:
         row = repo.account_with_overdue_holds(connection, account_id, now)
         if row is None:
-            raise LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+            raise account_not_found(account_id)
         return _account_from_row(row, (row["overdue_debits"], row["overdue_credits"]))
 
     def _transactions(
@@ -1476,25 +1563,56 @@ def _check_limits(min_balance: int | None, max_balance: int | None) -> None:
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or not money.fits_balance(value)
         ):
-            raise LedgerError(Code.LIMITS_INVALID, field=name)
+            raise LedgerError(
+                Code.LIMITS_INVALID,
+                f"{name} is {value!r}; give a whole number of minor units from "
+                f"{money.BALANCE_MIN:,} to {money.BALANCE_MAX:,}, or null for no limit.",
+                field=name,
+            )
     if max_balance is not None and max_balance < 0:
-        raise LedgerError(Code.LIMITS_INVALID, field="max_balance")
+        raise LedgerError(
+            Code.LIMITS_INVALID,
+            f"max_balance is {max_balance}; a ceiling is 0 or more, or null for none.",
+            field="max_balance",
+        )
     if min_balance is not None and max_balance is not None and min_balance > max_balance:
-        raise LedgerError(Code.LIMITS_INVALID, field="min_balance")
+        raise LedgerError(
+            Code.LIMITS_INVALID,
+            f"min_balance {min_balance} is above max_balance {max_balance}; the floor must "
+            "be at or below the ceiling.",
+            field="min_balance",
+        )
 
 
 def _shape_error(draft: TransactionDraft) -> LedgerError | None:
     """What is wrong with the draft on its face, before anything is read."""
     if not draft.postings:
-        return LedgerError(Code.POSTINGS_EMPTY, field="postings")
+        return LedgerError(
+            Code.POSTINGS_EMPTY,
+            "postings is empty; give 1 to 128 postings, each with source_account_id, "
+            "destination_account_id, amount and currency.",
+            field="postings",
+        )
     if len(draft.postings) > POSTINGS_MAX:
-        return LedgerError(Code.POSTINGS_TOO_MANY, field="postings")
+        return LedgerError(
+            Code.POSTINGS_TOO_MANY,
+            f"The transaction has {len(draft.postings)} postings; at most {POSTINGS_MAX} fit "
+            "in one, so split it.",
+            field="postings",
+        )
     for position, posting in enumerate(draft.postings):
         if not money.is_amount(posting.amount):
-            return LedgerError(Code.AMOUNT_OUT_OF_RANGE, field=f"postings[{position}].amount")
+            return LedgerError(
+                Code.AMOUNT_OUT_OF_RANGE,
+                f"postings[{position}].amount is {posting.amount!r}; give a whole number of "
+                f"minor units from {money.AMOUNT_MIN} to {money.AMOUNT_MAX:,}.",
+                field=f"postings[{position}].amount",
+            )
         if posting.source_account_id == posting.destination_account_id:
             return LedgerError(
                 Code.SAME_ACCOUNT,
+                f"postings[{position}] pays account {posting.source_account_id} into itself; "
+                "give a destination_account_id other than the source.",
                 field=f"postings[{position}]",
                 account_id=posting.source_account_id,
             )
@@ -1503,7 +1621,12 @@ def _shape_error(draft: TransactionDraft) -> LedgerError | None:
         or isinstance(draft.timeout_seconds, bool)
         or not TIMEOUT_SECONDS_MIN <= draft.timeout_seconds <= TIMEOUT_SECONDS_MAX
     ):
-        return LedgerError(Code.TIMEOUT_OUT_OF_RANGE, field="timeout_seconds")
+        return LedgerError(
+            Code.TIMEOUT_OUT_OF_RANGE,
+            f"timeout_seconds is {draft.timeout_seconds!r}; a hold (pending: true) lasts "
+            f"{TIMEOUT_SECONDS_MIN} to {TIMEOUT_SECONDS_MAX:,} seconds (90 days).",
+            field="timeout_seconds",
+        )
     for name, limit in TEXT_LIMITS.items():
         text = getattr(draft, name)
         if text is not None and len(text) > limit:
@@ -1511,6 +1634,22 @@ def _shape_error(draft: TransactionDraft) -> LedgerError | None:
                 Code.INVALID_REQUEST, f"{name} is longer than {limit} characters.", field=name
             )
     return None
+
+
+def _unknown_currency(connection: Connection, mismatch: LedgerError) -> LedgerError | None:
+    """A posting in a currency that does not exist is told so, not that it mismatches."""
+    code = mismatch.extra["posting_currency"]
+    if repo.currency_by_code(connection, code) is not None:
+        return None
+    held = mismatch.extra["account_currency"]
+    return LedgerError(
+        Code.CURRENCY_NOT_FOUND,
+        f"There is no currency {code!r}; account {mismatch.account_id} holds {held}, so the "
+        f"posting's currency would be {held} (GET /v1/currencies lists them all).",
+        account_id=mismatch.account_id,
+        field=mismatch.field,
+        extra={"currency": code, "account_currency": held},
+    )
 
 
 def _apply_draft(
@@ -1528,7 +1667,7 @@ def _apply_draft(
     for posting in draft.postings:
         for account_id in (posting.source_account_id, posting.destination_account_id):
             if account_id not in locked:
-                return LedgerError(Code.ACCOUNT_NOT_FOUND, account_id=account_id)
+                return account_not_found(account_id)
     refusal = _authority_refusal(
         actor, locked, [(p.source_account_id, p.destination_account_id) for p in draft.postings]
     )
@@ -1543,23 +1682,29 @@ def _apply_draft(
                     "its accounts make and receive no payments until it is resumed.",
                     account_id=account_id,
                 )
-    for posting in draft.postings:
+    for position, posting in enumerate(draft.postings):
         for account_id in (posting.source_account_id, posting.destination_account_id):
-            if locked[account_id].currency != posting.currency:
+            held = locked[account_id].currency
+            if held != posting.currency:
                 return LedgerError(
                     Code.CURRENCY_MISMATCH,
+                    f"postings[{position}] is in {posting.currency}, but account {account_id} "
+                    f"holds {held}: a posting moves the currency both its accounts hold.",
                     account_id=account_id,
-                    extra={
-                        "posting_currency": posting.currency,
-                        "account_currency": locked[account_id].currency,
-                    },
+                    field=f"postings[{position}].currency",
+                    extra={"posting_currency": posting.currency, "account_currency": held},
                 )
     for posting in draft.postings:
         for account_id in (posting.source_account_id, posting.destination_account_id):
             if locked[account_id].status == AccountStatus.CLOSED:
-                return LedgerError(Code.ACCOUNT_CLOSED, account_id=account_id)
+                return LedgerError(
+                    Code.ACCOUNT_CLOSED,
+                    f"Account {account_id} is closed: it makes and receives no payments; pay "
+                    "an open account instead.",
+                    account_id=account_id,
+                )
             if locked[account_id].status == AccountStatus.FROZEN:
-                return LedgerError(Code.ACCOUNT_FROZEN, account_id=account_id)
+                return account_frozen(account_id)
     for posting in draft.postings:
         source = locked[posting.source_account_id]
         destination = locked[posting.destination_account_id]
@@ -1580,7 +1725,12 @@ def _apply_draft(
                 account.posted + account.credits_pending,
             )
         ):
-            return LedgerError(Code.BALANCE_OUT_OF_RANGE, account_id=account_id)
+            return LedgerError(
+                Code.BALANCE_OUT_OF_RANGE,
+                f"Account {account_id} would pass {money.BALANCE_MAX:,} minor units (or go "
+                "below its negative), the most a ledger holds; pay less into it.",
+                account_id=account_id,
+            )
     for account_id in touched:
         account = locked[account_id]
         if (
@@ -1640,18 +1790,31 @@ def _check_still_pending(row: RowMapping) -> None:
         return
     if status == TransactionStatus.POSTED and row["resolved_at"] == row["created_at"]:
         # Posted straight away (a resolved hold always resolves after it was placed).
-        raise LedgerError(Code.NOT_PENDING, field="transaction_id")
+        raise LedgerError(
+            Code.NOT_PENDING,
+            f"Transaction {row['id']} was posted at once, not held; reverse it instead.",
+            field="transaction_id",
+        )
     code = {
         TransactionStatus.POSTED: Code.PENDING_ALREADY_POSTED,
         TransactionStatus.VOIDED: Code.PENDING_ALREADY_VOIDED,
         TransactionStatus.EXPIRED: Code.PENDING_EXPIRED,
     }[TransactionStatus(status)]
-    raise LedgerError(code, field="transaction_id")
+    raise LedgerError(
+        code,
+        f"Transaction {row['id']} is no longer held: it was {status}, so it cannot be posted "
+        "or voided now; read it to see how it ended.",
+        field="transaction_id",
+    )
 
 
 def _idempotency_conflict(transaction_id: int) -> LedgerError:
     return LedgerError(
-        Code.IDEMPOTENCY_CONFLICT, field="client_id", extra={"transaction_id": transaction_id}
+        Code.IDEMPOTENCY_CONFLICT,
+        f"This client_id already made transaction {transaction_id}, from other content; "
+        "send a new client_id for a new transaction, or the same content to replay it.",
+        field="client_id",
+        extra={"transaction_id": transaction_id},
     )
 
 
@@ -1815,7 +1978,11 @@ def _pipelined(work: Callable[[Connection], T]) -> Callable[[Connection], T]:
 def _atomic_failure(outcomes: list[Outcome | None]) -> list[Outcome]:
     """An atomic batch that failed: refused drafts keep their reason, earlier replays
     keep their transaction, everything else is refused because of them."""
-    failed = LedgerError(Code.BATCH_ITEM_FAILED)
+    failed = LedgerError(
+        Code.BATCH_ITEM_FAILED,
+        "Nothing in this atomic batch was written, because another transaction in it was "
+        "refused (see its own result); fix that one and send the batch again.",
+    )
     return [
         o
         if o is not None and (o.error is not None or o.transaction is not None)
@@ -1878,7 +2045,7 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
             raise ValueError("a cursor holds 64-bit numbers")  # a crafted one; never ours
         return at, row_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise LedgerError(Code.CURSOR_INVALID, field="cursor") from error
+        raise cursor_invalid() from error
 
 
 def _decode_instant_cursor(cursor: str) -> tuple[dt.datetime, int]:
@@ -1886,16 +2053,25 @@ def _decode_instant_cursor(cursor: str) -> tuple[dt.datetime, int]:
     try:
         return from_micros(at_micros), row_id
     except OverflowError as error:
-        raise LedgerError(Code.CURSOR_INVALID, field="cursor") from error
+        raise cursor_invalid() from error
 
 
 # -- rows to values -------------------------------------------------------------------------
 
 
+def cursor_invalid() -> LedgerError:
+    return LedgerError(
+        Code.CURSOR_INVALID,
+        "cursor is not a next_cursor this list returned; leave it out to start from the "
+        "first page, then pass each page's next_cursor unchanged.",
+        field="cursor",
+    )
+
+
 def _community(connection: Connection, slug: str) -> Community:
     row = repo.community_by_slug(connection, slug)
     if row is None:
-        raise LedgerError(Code.COMMUNITY_NOT_FOUND, field="community")
+        raise community_not_found(slug)
     return _community_from_row(row)
 
 
@@ -1908,7 +2084,7 @@ def _community_from_row(row: RowMapping) -> Community:
 def _currency(connection: Connection, code: str) -> Currency:
     row = repo.currency_by_code(connection, code)
     if row is None:
-        raise LedgerError(Code.CURRENCY_NOT_FOUND, field="currency")
+        raise currency_not_found(code)
     return _currency_from_row(row)
 
 
