@@ -237,6 +237,7 @@ def test_an_account_not_eligible_is_told_who_may_convert(market: Market) -> None
             "payer_account_id": m.federation.ana,
             "payee_account_id": m.bank,
             "source_amount": 100,
+            "expected_rate": "1/1000000",
         },
         headers=m.treasurer,
     )
@@ -259,6 +260,7 @@ def test_a_closed_window_says_when_it_opens_again(market: Market) -> None:  # no
             "payer_account_id": m.federation.ana_leaves,
             "payee_account_id": m.federation.ana,
             "source_amount": 10,
+            "expected_rate": "1/1000000",
         },
         headers=m.treasurer,
     )
