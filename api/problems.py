@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import anyio
@@ -192,11 +192,10 @@ def _in_minor_units(value: float, scale: int) -> str:
     """``12.5`` at scale 2 is ``1250``; at scale 0 it is no whole number of minor units.
     Display only: the float is read as the shortest decimal that prints as it."""
     minor = Decimal(repr(value)).scaleb(scale)
-    if minor == minor.to_integral_value():
+    below, above = minor.to_integral_value(ROUND_FLOOR), minor.to_integral_value(ROUND_CEILING)
+    if below == above:
         return str(int(minor))
-    return (
-        f"{minor:f} minor units, which is not whole: round it to {int(minor)} or {int(minor) + 1}"
-    )
+    return f"{minor:f} minor units, which is not whole: round it to {below} or {above}"
 
 
 def _currency_named(

@@ -339,15 +339,15 @@ class Governance:
         pending = select(proposals_table.c.id).where(
             proposals_table.c.state == str(State.PENDING), proposals_table.c.expires_at > now
         )
-        connection.execute(
-            update(approvals_table)
-            .where(
-                approvals_table.c.approved_by == key,
-                approvals_table.c.withdrawn_at.is_(None),
-                approvals_table.c.proposal_id.in_(pending.scalar_subquery()),
-            )
-            .values(withdrawn_at=now)
+        given = (
+            approvals_table.c.proposal_id.in_(pending.scalar_subquery())
+            & (approvals_table.c.approved_by == key)
+            & approvals_table.c.withdrawn_at.is_(None)
         )
+        approved = list(
+            connection.execute(select(approvals_table.c.proposal_id).where(given)).scalars()
+        )
+        connection.execute(update(approvals_table).where(given).values(withdrawn_at=now))
         own = list(
             connection.execute(pending.where(proposals_table.c.proposed_by == key)).scalars()
         )
@@ -362,7 +362,7 @@ class Governance:
             )
             closed = self._proposal(connection, proposal_id, now, NO_RULE)
             self.policies[Kind(closed.kind)].noted(connection, closed)
-        for proposal_id in connection.execute(pending).scalars():
+        for proposal_id in approved:  # what counts changed: keep the policies' copies in step
             proposal = self._proposal(connection, proposal_id, now, NO_RULE)
             self.policies[Kind(proposal.kind)].noted(connection, proposal)
 
