@@ -126,7 +126,7 @@ def test_valuations_list_and_change(environment: dict[str, str], exchange: Excha
     )
     _one_line_error(
         _heartleaf(environment, "exchange", "set-valuation", "XYZ", "1", "--reason", "x"),
-        "no such currency",
+        "There is no currency 'XYZ'",
     )
     assert [v.rate for v in exchange.valuation_history("HRB")] == [Fraction(1)]
 
@@ -169,7 +169,7 @@ def test_protocols_suspend_and_resume(environment: dict[str, str], exchange: Exc
 
     _one_line_error(
         _heartleaf(environment, "exchange", "suspend", "HHT", "LEAF", "--reason", "x"),
-        "There is no exchange protocol for this pair.",
+        "No protocol for HHT to LEAF is in force",
     )
 
 
